@@ -1,0 +1,10 @@
+//! Test harness: a throwaway PostgreSQL 15 server per test binary or per test.
+//!
+//! The server is created with `initdb` in a temporary folder, listens on loopback on a free
+//! port with `wal_level=logical`, and is stopped and removed when the handle is dropped.
+//! When the tests run as root the server runs as the `postgres` user, since PostgreSQL
+//! refuses to run as root.
+
+pub mod pg;
+
+pub use pg::{PgServer, PgServerOptions};

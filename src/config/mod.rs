@@ -1,0 +1,1 @@
+//! connector.yaml: the metamodel's streaming declaration and the connector's settings.

@@ -1,0 +1,3 @@
+//! The `entity-cdc` binary.
+
+fn main() {}

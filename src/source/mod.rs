@@ -1,0 +1,6 @@
+//! The source side: the replication connection, the pgoutput decoder, the relation cache and
+//! the decoding of column values from PostgreSQL's text format.
+
+pub mod lsn;
+
+pub use lsn::Lsn;
