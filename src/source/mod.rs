@@ -2,5 +2,7 @@
 //! the decoding of column values from PostgreSQL's text format.
 
 pub mod lsn;
+pub mod params;
 
 pub use lsn::Lsn;
+pub use params::{ConnectParams, SslMode};
