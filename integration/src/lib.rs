@@ -5,6 +5,7 @@
 //! When the tests run as root the server runs as the `postgres` user, since PostgreSQL
 //! refuses to run as root.
 
+pub mod capture;
 pub mod pg;
 
 pub use pg::{PgServer, PgServerOptions};

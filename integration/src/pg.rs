@@ -354,3 +354,24 @@ pub fn free_port() -> Result<u16> {
         .context("reading the bound port")?
         .port())
 }
+
+impl PgServer {
+    /// Runs a SQL script through `psql -f` on database `db`; with `stop_on_error` false,
+    /// statements that fail (as some cases expect) do not stop the script.
+    pub fn psql_file(&self, db: &str, sql: &str, stop_on_error: bool) -> Result<String> {
+        let mut file = tempfile::NamedTempFile::new().context("creating a temporary SQL file")?;
+        std::io::Write::write_all(&mut file, sql.as_bytes()).context("writing the SQL file")?;
+        let out = Command::new(self.bin_dir.join("psql"))
+            .args(["-X", "-q", "-A", "-t"])
+            .args(["-v", if stop_on_error { "ON_ERROR_STOP=1" } else { "ON_ERROR_STOP=0" }])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .arg("-f")
+            .arg(file.path())
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!("psql -f failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+    }
+}
