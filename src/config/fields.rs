@@ -249,7 +249,9 @@ mod tests {
             .map(|path| match path.strip_prefix("streaming.lanes.") {
                 Some(rest) => {
                     let field = rest.split_once('.').map_or("", |(_, field)| field);
-                    format!("streaming.lanes.<PRIORITY>.{field}").trim_end_matches('.').to_owned()
+                    format!("streaming.lanes.<PRIORITY>.{field}")
+                        .trim_end_matches('.')
+                        .to_owned()
                 }
                 None => path,
             })

@@ -378,16 +378,21 @@ pub struct PriorityWeights {
 }
 
 impl PriorityWeights {
+    // Literals, checked at compile time.
+    const DEFAULT_CRITICAL: NonZeroU32 = NonZeroU32::new(1000).unwrap();
+    const DEFAULT_HIGH: NonZeroU32 = NonZeroU32::new(100).unwrap();
+    const DEFAULT_NORMAL: NonZeroU32 = NonZeroU32::new(10).unwrap();
+
     const fn default_critical() -> NonZeroU32 {
-        NonZeroU32::new(1000).unwrap()
+        Self::DEFAULT_CRITICAL
     }
 
     const fn default_high() -> NonZeroU32 {
-        NonZeroU32::new(100).unwrap()
+        Self::DEFAULT_HIGH
     }
 
     const fn default_normal() -> NonZeroU32 {
-        NonZeroU32::new(10).unwrap()
+        Self::DEFAULT_NORMAL
     }
 
     const fn default_bulk() -> NonZeroU32 {
@@ -469,12 +474,16 @@ pub struct LaneConfig {
 }
 
 impl LaneConfig {
+    // Literals, checked at compile time.
+    const DEFAULT_CAPACITY: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
+    const DEFAULT_MAX_BYTES: NonZeroU64 = NonZeroU64::new(64 * 1024 * 1024).unwrap();
+
     const fn default_capacity() -> NonZeroUsize {
-        NonZeroUsize::new(10_000).unwrap()
+        Self::DEFAULT_CAPACITY
     }
 
     const fn default_max_bytes() -> NonZeroU64 {
-        NonZeroU64::new(64 * 1024 * 1024).unwrap()
+        Self::DEFAULT_MAX_BYTES
     }
 }
 
