@@ -72,7 +72,8 @@ fn reword(path: String, message: &str) -> Problem {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         let (field, expected) = split_quoted(rest);
         let expected = unquote_list(expected.trim_start_matches(", "));
-        let path = if path.ends_with(&field) {
+        // serde_path_to_error has usually pushed the key already; add it when not.
+        let path = if path.rsplit('.').next() == Some(field.as_str()) {
             path
         } else {
             child_path(&path, &field)

@@ -2,8 +2,8 @@
 //!
 //! Loading goes text → YAML tree → `${VAR}` interpolation on the tree (so errors know the
 //! path) → typed structs (`deny_unknown_fields`, type and range errors with the path via
-//! serde_path_to_error) → [`Config::validate`]-style semantic checks that report every
-//! problem at once. Every field is documented here and in docs/configuration.md; a test
+//! serde_path_to_error, first problem only) → semantic checks (`validate.rs`) that report
+//! every problem at once. Every field is documented here and in docs/configuration.md; a test
 //! keeps the two in step.
 
 mod error;

@@ -89,7 +89,8 @@ impl<'de, T: IntField> Visitor<'de> for IntVisitor<T> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
-        Err(E::custom(format!("expected {}, got {v}", T::EXPECTED)))
+        // Debug keeps the fraction: `5432.0`, not `5432`.
+        Err(E::custom(format!("expected {}, got {v:?}", T::EXPECTED)))
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {

@@ -9,9 +9,33 @@ use serde::{Deserialize, Deserializer};
 /// The schema used when a table name is not qualified, as PostgreSQL's default search path.
 const DEFAULT_SCHEMA: &str = "public";
 
-/// PostgreSQL's reserved key words (`pg_get_keywords()` with catcode `R`): an unquoted part
-/// spelled like one of them is a syntax error in SQL, so `Display` quotes them.
+/// PostgreSQL's reserved key words and the ones that cannot name a schema
+/// (`pg_get_keywords()` with catcode `R` or `T`): an unquoted part spelled like one of them
+/// is a syntax error in SQL, so `Display` quotes them.
 const RESERVED: &[&str] = &[
+    "authorization",
+    "binary",
+    "collation",
+    "concurrently",
+    "cross",
+    "current_schema",
+    "freeze",
+    "full",
+    "ilike",
+    "inner",
+    "is",
+    "isnull",
+    "join",
+    "left",
+    "like",
+    "natural",
+    "notnull",
+    "outer",
+    "overlaps",
+    "right",
+    "similar",
+    "tablesample",
+    "verbose",
     "all",
     "analyse",
     "analyze",
@@ -331,6 +355,7 @@ mod tests {
             ("\"say \"\"hi\"\"\"", "public.\"say \"\"hi\"\"\""),
             ("public.\"order\"", "public.\"order\""),
             ("\"1st\".x", "\"1st\".x"),
+            ("\"left\".\"select\"", "\"left\".\"select\""),
         ] {
             let table = ok(text);
             assert_eq!(table.to_string(), shown, "display of {text:?}");
