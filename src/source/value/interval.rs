@@ -243,7 +243,10 @@ fn postgres_time(word: &str) -> Option<i64> {
     let minutes = signed_integer(minutes, false)?;
     if hours < 0
         || !(0..60).contains(&minutes)
-        || seconds.split('.').next().is_none_or(|whole| whole.len() != 2)
+        || seconds
+            .split('.')
+            .next()
+            .is_none_or(|whole| whole.len() != 2)
     {
         return None;
     }

@@ -936,4 +936,32 @@ mod tests {
         );
         assert_eq!(json(&other, "a.b.c"), r#""a.b.c""#);
     }
+
+    proptest::proptest! {
+        /// Parsers never panic, whatever the text (invariant 6: bad input is an error).
+        #[test]
+        fn parsing_never_panics(
+            text in "[-+0-9:. PTYMDHSBCaefinty{}\"\\\\,;=NUL\\[\\]xé\t]{0,40}",
+        ) {
+            for oid in [16, 21, 23, 20, 26, 700, 701, 1700, 1082, 1083, 1266, 1114, 1184, 1186,
+                        2950, 17, 1007, 1009, 1020, 1187, 1231, 1115]
+            {
+                let _ = parse_text(&builtin(oid, -1), &text);
+            }
+        }
+
+        /// What `to_iso` prints for an interval parses back to the same three fields.
+        #[test]
+        fn interval_iso_round_trips(months: i32, days: i32, micros: i64) {
+            let interval = Interval { months, days, micros };
+            proptest::prop_assert_eq!(Interval::parse(&interval.to_iso()), Some(interval));
+        }
+
+        /// Day counts over PostgreSQL's date range survive the civil calendar round trip.
+        #[test]
+        fn civil_days_round_trip(days in -2_440_588_i64..=2_145_042_905) {
+            let (year, month, day) = civil_from_days(days);
+            proptest::prop_assert_eq!(days_from_civil(year, month, day), days);
+        }
+    }
 }
