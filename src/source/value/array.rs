@@ -59,7 +59,7 @@ pub(super) fn parse_array(
     delimiter: u8,
     text: &str,
 ) -> Result<Value, ValueError> {
-    let fail = |reason: String| ValueError::invalid(ty, text, reason);
+    let fail = |reason: String| ValueError::with_reason(ty, text, reason);
     let mut parser = Parser {
         bytes: text.as_bytes(),
         position: 0,
@@ -122,10 +122,12 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
+    /// The next byte, if any.
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.position).copied()
     }
 
+    /// Skips whitespace, which array_in allows around elements and braces.
     fn skip_whitespace(&mut self) {
         while self.peek().is_some_and(|b| b.is_ascii_whitespace()) {
             self.position += 1;

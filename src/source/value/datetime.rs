@@ -99,6 +99,7 @@ impl FiniteDate {
         Self::from_unix_days(days_from_civil(year, month, day))
     }
 
+    /// The day at this many days since 1970-01-01, if PostgreSQL's range has it.
     fn from_unix_days(unix_days: i64) -> Option<Self> {
         let last = days_from_civil(5_874_897, 12, 31);
         if unix_days < first_day() || unix_days > last {
@@ -230,6 +231,7 @@ impl Timestamp {
         Self::parse_with_zone(text, true)
     }
 
+    /// Parses a timestamp, with a UTC offset after the time when `with_zone`.
     fn parse_with_zone(text: &str, with_zone: bool) -> Option<Self> {
         match text {
             "infinity" => return Some(Timestamp::Infinity),

@@ -86,6 +86,7 @@ struct Fields {
 }
 
 impl Fields {
+    /// The interval, if months and days fit in i32.
     fn into_interval(self) -> Option<Interval> {
         Some(Interval {
             months: i32::try_from(self.months).ok()?,

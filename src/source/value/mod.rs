@@ -64,7 +64,7 @@ impl ValueError {
     }
 
     /// An error for `text` that is not a valid `ty`, with the reason.
-    fn invalid(ty: &PgType, text: &str, reason: String) -> Self {
+    fn with_reason(ty: &PgType, text: &str, reason: String) -> Self {
         ValueError::Malformed {
             type_name: ty.name(),
             text: truncate(text),
@@ -255,9 +255,13 @@ fn float<T: std::str::FromStr + FloatLike>(text: &str) -> Option<T> {
 
 /// The float types [`float`] parses.
 trait FloatLike: Sized {
+    /// Not a number.
     const NAN: Self;
+    /// Positive infinity.
     const INFINITY: Self;
+    /// Negative infinity.
     const NEG_INFINITY: Self;
+    /// Whether the value is neither infinite nor NaN.
     fn is_finite_value(&self) -> bool;
 }
 
