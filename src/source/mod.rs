@@ -3,6 +3,7 @@
 
 pub mod lsn;
 pub mod params;
+pub mod value;
 
 pub use lsn::Lsn;
 pub use params::{ConnectParams, SslMode};
