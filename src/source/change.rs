@@ -44,6 +44,45 @@ impl Relation {
     }
 }
 
+impl Relation {
+    /// A row as a JSON object keyed by the exact column names, and the names of the columns
+    /// whose value is unavailable (left out, never printed as null). An array whose lower
+    /// bound is not PostgreSQL's default 1 gets a `<column>__lbound` sidecar, since JSON
+    /// arrays cannot say where they start (CASE-09).
+    pub fn row_json(&self, row: &Row) -> (serde_json::Value, Vec<String>) {
+        let mut object = serde_json::Map::new();
+        let mut missing = Vec::new();
+        for (column, value) in self.columns.iter().zip(row) {
+            match value.to_json() {
+                Some(v) => {
+                    object.insert(column.name.clone(), v);
+                }
+                None => missing.push(column.name.clone()),
+            }
+            if let Value::Array(array) = value {
+                if array.lower_bounds.iter().any(|&b| b != 1) {
+                    object.insert(
+                        format!("{}__lbound", column.name),
+                        serde_json::Value::from(array.lower_bounds.clone()),
+                    );
+                }
+            }
+        }
+        (serde_json::Value::Object(object), missing)
+    }
+}
+
+/// A commit time (microseconds since 2000-01-01 UTC) as RFC 3339 in UTC.
+pub fn commit_time_rfc3339(pg_micros: i64) -> String {
+    use crate::source::value::{FiniteTimestamp, Timestamp};
+    // A commit time is always within PostgreSQL's timestamp range; the fallback only keeps
+    // a corrupt value visible instead of panicking.
+    match FiniteTimestamp::from_pg_micros(pg_micros) {
+        Some(t) => Timestamp::Finite(t).to_iso(true),
+        None => format!("invalid commit time {pg_micros}"),
+    }
+}
+
 /// Quotes an identifier the way `quote_ident` does for names that need it.
 pub fn quote_ident(name: &str) -> String {
     let plain = !name.is_empty()

@@ -11,7 +11,6 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::source::change::{Relation, Row, SourceEvent};
 use crate::source::reader::{ReadItem, Undecodable};
-use crate::source::value::{Timestamp, Value};
 
 /// The JSON line for an item, or None for items that are not printed (begin, commit,
 /// keepalives).
@@ -98,32 +97,13 @@ fn relation_json(relation: &Relation) -> Json {
     json!({ "schema": relation.schema, "table": relation.name })
 }
 
-/// A row as a JSON object keyed by the exact column names, and the names of the columns
-/// whose value is unavailable.
-pub fn row_json(relation: &Relation, row: &Row) -> (Json, Vec<String>) {
-    let mut object = Map::new();
-    let mut missing = Vec::new();
-    for (column, value) in relation.columns.iter().zip(row) {
-        match value.to_json() {
-            Some(v) => {
-                object.insert(column.name.clone(), v);
-            }
-            None => missing.push(column.name.clone()),
-        }
-        // JSON arrays cannot say where an array starts: a lower bound other than PostgreSQL's
-        // default 1 travels beside the column (CASE-09).
-        if let Value::Array(array) = value {
-            if array.lower_bounds.iter().any(|&b| b != 1) {
-                object.insert(format!("{}__lbound", column.name), json!(array.lower_bounds));
-            }
-        }
-    }
-    (Json::Object(object), missing)
+fn row_json(relation: &Relation, row: &Row) -> (Json, Vec<String>) {
+    relation.row_json(row)
 }
 
 /// The commit time as RFC 3339 in UTC with microseconds.
-pub fn commit_time(pg_micros: i64) -> Json {
-    Value::TimestampTz(Timestamp::Finite(pg_micros)).to_json().unwrap_or(Json::Null)
+fn commit_time(pg_micros: i64) -> Json {
+    Json::from(crate::source::change::commit_time_rfc3339(pg_micros))
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

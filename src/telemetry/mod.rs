@@ -1,0 +1,17 @@
+//! Logs (tracing) now; metrics and health come with the operations issue.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::cli::LogFormat;
+
+/// Installs the global log subscriber, writing to stderr so that stdout stays data (the
+/// `tail` command prints JSON lines there). The level comes from `RUST_LOG`, default info.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: the first subscriber stays.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
