@@ -490,3 +490,71 @@ fn oid_of_table(server: &PgServer, db: &str, table: &str) -> u32 {
         .parse()
         .unwrap_or_else(|e| panic!("oid of {table}: {e}"))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalidated_slot_fails_check_and_setup_refuses_to_replace_it() {
+    // A tiny allowance lets a few WAL segment switches invalidate the slot (CASE-26).
+    let server = PgServer::start_with(PgServerOptions {
+        settings: vec![
+            ("max_slot_wal_keep_size".to_owned(), "1MB".to_owned()),
+            ("max_wal_size".to_owned(), "32MB".to_owned()),
+            ("min_wal_size".to_owned(), "32MB".to_owned()),
+        ],
+        ..PgServerOptions::default()
+    })
+    .expect("start postgres");
+    let db = server.create_database("lost").expect("create db");
+    psql(
+        &server,
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         ALTER TABLE t REPLICA IDENTITY FULL;
+         CREATE PUBLICATION lost_slot_pub FOR TABLE t;",
+    );
+    psql(
+        &server,
+        &db,
+        "SELECT pg_create_logical_replication_slot('lost_slot', 'pgoutput')",
+    );
+    for round in 0..4 {
+        psql(
+            &server,
+            &db,
+            &format!("INSERT INTO t VALUES ({round}, 'x')"),
+        );
+        psql(&server, &db, "SELECT pg_switch_wal()");
+    }
+    psql(&server, &db, "CHECKPOINT");
+    assert_eq!(
+        psql(
+            &server,
+            &db,
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'lost_slot'"
+        ),
+        "lost",
+        "the slot should have been invalidated; log:\n{}",
+        server.log()
+    );
+
+    let target = target(&server, &db, "lost_slot", &[("public", "t")]);
+    let client = sql::connect(&target.params).await.expect("connect");
+    let report = check(&client, &target).await.expect("check");
+    println!("{}", report.render());
+    assert!(!report.is_ready());
+    let item = report.item("slot wal status").expect("wal status item");
+    assert_eq!(item.status, CheckStatus::Fail);
+    assert!(item.detail.contains("slot invalidated, data gap"));
+    assert!(fix_of(&report, "slot wal status")
+        .contains("see CASE-26 hint: drop and recreate the slot and resnapshot"));
+
+    match setup::plan(&client, &target).await {
+        Err(error @ SetupError::SlotInvalidated { .. }) => {
+            let hint = error.hint().unwrap_or_default();
+            assert!(
+                hint.contains("pg_drop_replication_slot('lost_slot')"),
+                "{hint}"
+            );
+        }
+        other => panic!("expected SlotInvalidated, got {other:?}"),
+    }
+}

@@ -508,6 +508,18 @@ fn check_slot(report: &mut CheckReport, name: &str, database: &str, slot: Option
         ),
     );
     match (slot.safe_wal_size, slot.retained_bytes) {
+        // PostgreSQL reports NULL both for an unlimited allowance and for a lost slot, and
+        // before PG 13 it has no such column.
+        (None, _) if slot.is_invalidated() => report.push(
+            "slot safe wal size",
+            CheckStatus::Ok,
+            "none: the slot is invalidated",
+        ),
+        (None, _) if slot.wal_status.is_none() => report.push(
+            "slot safe wal size",
+            CheckStatus::Ok,
+            "not reported before PG 13",
+        ),
         (None, _) => report.push(
             "slot safe wal size",
             CheckStatus::Ok,
