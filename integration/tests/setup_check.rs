@@ -558,3 +558,165 @@ async fn an_invalidated_slot_fails_check_and_setup_refuses_to_replace_it() {
         other => panic!("expected SlotInvalidated, got {other:?}"),
     }
 }
+
+/// Runs openssl in `dir`, panicking with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_connections_follow_sslmode() {
+    // A private CA and a server certificate for the name db.test only, so that connecting to
+    // 127.0.0.1 passes verify-ca (chain) but not verify-full (name).
+    let dir = tempfile::Builder::new()
+        .prefix("entity-cdc-tls-")
+        .tempdir()
+        .expect("tempdir");
+    let path = dir.path();
+    openssl(
+        path,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=entity-cdc test ca",
+        ],
+    );
+    openssl(
+        path,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=db.test",
+        ],
+    );
+    std::fs::write(path.join("san.ext"), "subjectAltName=DNS:db.test\n").expect("write ext");
+    openssl(
+        path,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    // The server reads the key as the postgres user and wants it private.
+    let status = Command::new("chmod")
+        .args(["0600", "server.key"])
+        .current_dir(path)
+        .status()
+        .expect("chmod");
+    assert!(status.success());
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if is_root {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+    let server = PgServer::start_with(PgServerOptions {
+        settings: vec![
+            ("ssl".to_owned(), "on".to_owned()),
+            (
+                "ssl_cert_file".to_owned(),
+                path.join("server.crt").display().to_string(),
+            ),
+            (
+                "ssl_key_file".to_owned(),
+                path.join("server.key").display().to_string(),
+            ),
+        ],
+        ..PgServerOptions::default()
+    })
+    .expect("start postgres with ssl");
+
+    let uses_tls = |client: tokio_postgres::Client| async move {
+        client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("pg_stat_ssl")
+            .get::<_, bool>(0)
+    };
+    let with = |sslmode, root: Option<&str>| ConnectParams {
+        sslmode,
+        sslrootcert: root.map(|r| path.join(r)),
+        ..params(&server, "postgres")
+    };
+
+    let plain = sql::connect(&with(SslMode::Disable, None))
+        .await
+        .expect("disable");
+    assert!(!uses_tls(plain).await);
+    for mode in [SslMode::Prefer, SslMode::Require] {
+        let client = sql::connect(&with(mode, None))
+            .await
+            .expect("unverified tls");
+        assert!(uses_tls(client).await, "{mode:?}");
+    }
+    let client = sql::connect(&with(SslMode::VerifyCa, Some("ca.crt")))
+        .await
+        .expect("verify-ca with the private ca");
+    assert!(uses_tls(client).await);
+
+    // verify-full: the certificate names db.test, not 127.0.0.1.
+    let error = sql::connect(&with(SslMode::VerifyFull, Some("ca.crt")))
+        .await
+        .expect_err("verify-full must reject the name");
+    assert!(
+        format!("{:?}", error).contains("NotValidForName"),
+        "{error:?}"
+    );
+    // verify-ca without our CA: the webpki roots do not know it.
+    let error = sql::connect(&with(SslMode::VerifyCa, None))
+        .await
+        .expect_err("verify-ca must reject an unknown issuer");
+    assert!(
+        format!("{:?}", error).contains("UnknownIssuer"),
+        "{error:?}"
+    );
+}
