@@ -424,6 +424,34 @@ async fn catalog_resolves_keys_types_and_columns() {
         other => panic!("expected TableNotFound, got {other:?}"),
     }
 
+    // PostgreSQL as the oracle for quoting: the quoted forms read back as the exact names.
+    for name in [
+        "orders",
+        "Order Lines",
+        "case27.sales",
+        r#"say "hi""#,
+        "select",
+        "naïve-col",
+        "unit price €",
+        "1st",
+        r"back\slash",
+        "it's",
+    ] {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT {} AS {}",
+                    setup::quote_literal(name),
+                    setup::quote_ident(name)
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("quoting {name:?}: {e}"));
+        assert_eq!(row.columns()[0].name(), name);
+        assert_eq!(row.get::<_, String>(0), name);
+    }
+
     let oid = |name: &str| -> u32 {
         psql(&server, &db, &format!("SELECT '{name}'::regtype::oid"))
             .parse()

@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 
 use super::setup::TableRef;
 use super::sql::SqlError;
+use crate::error::Disposition;
 
 /// A catalog lookup that failed, or found nothing where something must be.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,20 @@ pub enum CatalogError {
         /// The type oid looked for.
         oid: u32,
     },
+}
+
+impl CatalogError {
+    /// A failed query follows the SQL error's disposition; a missing table, relation or type
+    /// means the catalog no longer matches what the stream or the config said, which a retry
+    /// does not fix.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            CatalogError::Sql(error) => error.disposition(),
+            CatalogError::TableNotFound { .. }
+            | CatalogError::RelationNotFound { .. }
+            | CatalogError::TypeNotFound { .. } => Disposition::Halt,
+        }
+    }
 }
 
 /// Column names of the table's primary key, in key order; empty when it has none.

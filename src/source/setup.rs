@@ -213,7 +213,7 @@ pub enum SetupError {
         expected: String,
     },
     /// The slot lost WAL it still needed (CASE-26).
-    #[error("replication slot {slot} is invalidated: slot invalidated, data gap")]
+    #[error("replication slot {slot} invalidated, data gap")]
     SlotInvalidated {
         /// The slot name.
         slot: String,
