@@ -114,6 +114,11 @@ impl KafkaBroker {
         &self.bootstrap
     }
 
+    /// Process id of the tansu this handle started; `None` for an external broker.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Polls with metadata requests until one succeeds (and tansu is still running).
     fn wait_ready(&self, deadline: Instant) -> Result<()> {
         let consumer = self.consumer_config("ready").create::<BaseConsumer>()?;

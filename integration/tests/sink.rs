@@ -376,3 +376,56 @@ async fn the_in_flight_budget_holds_back_new_records_until_reports_are_taken() {
     let (position, _, _) = expect_delivered(next_report(&mut reports).await);
     assert_eq!(position.index, 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_the_sink_reports_what_it_held_as_retriable() {
+    let topic = "mock.drop";
+    let (cluster, sink, mut reports) = mock_sink(topic, |_| {});
+    sink.send(record(topic, "k", b"warm-up", 0)).await;
+    expect_delivered(next_report(&mut reports).await);
+    // Slow the broker down so that the next records are still in librdkafka at the drop.
+    cluster
+        .broker_round_trip_time(1, Duration::from_secs(10))
+        .expect("mock broker delay");
+    for i in 1..=3 {
+        sink.send(record(topic, "k", b"held", i)).await;
+    }
+    drop(sink);
+    for _ in 1..=3 {
+        let (error, _) = expect_failed(next_report(&mut reports).await);
+        assert!(
+            matches!(
+                error.code(),
+                Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+            ),
+            "{error:?}"
+        );
+        assert_eq!(error.disposition(), Disposition::Retry);
+    }
+    assert!(
+        reports.recv().await.is_none(),
+        "no more reports once the sink is gone"
+    );
+}
+
+#[test]
+fn the_broker_is_killed_when_a_test_panics() {
+    let pid = std::sync::Mutex::new(None);
+    let outcome = std::panic::catch_unwind(|| {
+        let broker = KafkaBroker::start().expect("tansu starts");
+        *pid.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = broker.pid();
+        panic!("a failing test");
+    });
+    assert!(outcome.is_err());
+    let pid = pid
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(pid) = pid {
+        // Killed and reaped: the process is gone, not even a zombie.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "tansu {pid} outlived the panicking test"
+        );
+    }
+}

@@ -190,8 +190,10 @@ impl ProducerContext for SinkContext {
 ///
 /// Records handed to [`KafkaSink::send`] one after the other keep that order within their
 /// partition. Each yields exactly one [`Delivery`] on the [`DeliveryReports`] returned by
-/// [`KafkaSink::new`]. Call [`KafkaSink::flush`] before dropping the sink: records still in
-/// librdkafka when it is dropped get no report.
+/// [`KafkaSink::new`], also when the sink is dropped: records still in librdkafka then are
+/// purged and reported as failed with `PurgeQueue` or `PurgeInflight` (retriable: an
+/// in-flight one may have been written, so producing it again risks only a duplicate).
+/// Call [`KafkaSink::flush`] first to deliver them instead.
 pub struct KafkaSink {
     producer: ThreadedProducer<SinkContext>,
     admin: AdminClient<DefaultClientContext>,
