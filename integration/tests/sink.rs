@@ -429,3 +429,75 @@ fn the_broker_is_killed_when_a_test_panics() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_is_reserved_before_the_record_is_chosen() {
+    let topic = "mock.slot";
+    let (_cluster, sink, mut reports) = mock_sink(topic, |s| s.max_in_flight_records = 1);
+    let slot = sink.reserve().await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sink.reserve())
+            .await
+            .is_err(),
+        "the only slot is taken"
+    );
+    drop(slot);
+    let slot = tokio::time::timeout(TIMEOUT, sink.reserve())
+        .await
+        .expect("an unused slot comes back when dropped");
+    sink.send_reserved(slot, record(topic, "k", b"chosen late", 0))
+        .await;
+    let (position, _, _) = expect_delivered(next_report(&mut reports).await);
+    assert_eq!(position.index, 0);
+    assert_eq!(sink.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watermark_follows_delivery_reports_and_stops_at_a_failure() {
+    use entity_cdc::checkpoint::Watermark;
+
+    let topic = "mock.watermark";
+    let (cluster, sink, mut reports) = mock_sink(topic, |s| {
+        // One try only, so that an injected error fails the record at once.
+        s.librdkafka
+            .insert("message.send.max.retries".to_owned(), "1".to_owned());
+    });
+    let mut watermark = Watermark::new(Lsn(0x10));
+    // Transaction 1: two events, delivered. Transaction 2: one event, refused.
+    let (first, second) = (Lsn(0x100), Lsn(0x200));
+    watermark.open(first).expect("open");
+    for _ in 0..2 {
+        let position = watermark.add_event(first).expect("add");
+        sink.send(Record {
+            position,
+            ..record(topic, "k", b"ok", 0)
+        })
+        .await;
+    }
+    watermark.close(first, Lsn(0x110)).expect("close");
+    for _ in 0..2 {
+        let delivery = next_report(&mut reports).await;
+        watermark.ack(delivery.position()).expect("ack");
+    }
+    assert_eq!(watermark.confirmed(), Lsn(0x110));
+
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    watermark.open(second).expect("open");
+    let position = watermark.add_event(second).expect("add");
+    sink.send(Record {
+        position,
+        ..record(topic, "k", b"refused", 0)
+    })
+    .await;
+    watermark.close(second, Lsn(0x210)).expect("close");
+    let (error, record) = expect_failed(next_report(&mut reports).await);
+    assert_eq!(error.disposition(), Disposition::DeadLetter);
+    assert_eq!(record.position, position);
+    // Not acknowledged until the dead-letter topic has it: nothing past the first commit.
+    assert_eq!(watermark.confirmed(), Lsn(0x110));
+    assert!(!watermark.is_idle());
+    assert_eq!(watermark.advance_idle(Lsn(0x900)), None);
+}

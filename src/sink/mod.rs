@@ -23,6 +23,6 @@ mod record;
 mod settings;
 
 pub use error::SinkError;
-pub use producer::{Delivery, DeliveryReports, KafkaSink};
+pub use producer::{Delivery, DeliveryReports, KafkaSink, Slot};
 pub use record::Record;
 pub use settings::SinkSettings;

@@ -79,6 +79,13 @@ struct Budget {
     _bytes: Option<OwnedSemaphorePermit>,
 }
 
+/// A record slot of the in-flight budget, taken by [`KafkaSink::reserve`]; dropping it
+/// unused gives it back.
+#[derive(Debug)]
+pub struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+}
+
 /// A delivery report on its way to the reader, still holding its record's budget.
 struct Report {
     delivery: Delivery,
@@ -252,8 +259,38 @@ impl KafkaSink {
     /// the backpressure) or librdkafka's queue is full; never fails: any failure arrives as
     /// a [`Delivery::Failed`] report. A record larger than the whole byte budget waits
     /// until nothing else is in flight, then goes alone.
+    ///
+    /// Dropping the future before it completes is safe while it waits for the budget (the
+    /// record was never handed over); dropped during a queue-full backoff, the record is
+    /// lost without a report, so its transaction is never confirmed.
     pub async fn send(&self, record: Record) {
-        let budget = self.reserve(record.size()).await;
+        let slot = self.reserve().await;
+        self.send_reserved(slot, record).await;
+    }
+
+    /// Waits for a free record slot in the in-flight budget. A scheduler takes the slot
+    /// first and only then chooses the record to fill it, so that a record arriving in a
+    /// higher lane meanwhile is not stuck behind one already chosen.
+    pub async fn reserve(&self) -> Slot {
+        // The semaphore lives as long as the sink and is never closed, so acquiring always
+        // succeeds.
+        Slot {
+            permit: Arc::clone(&self.record_slots).acquire_owned().await.ok(),
+        }
+    }
+
+    /// [`KafkaSink::send`] with a slot taken by [`KafkaSink::reserve`]: waits only for the
+    /// record's bytes in the budget and for room in librdkafka's queue.
+    pub async fn send_reserved(&self, slot: Slot, record: Record) {
+        let bytes = u32::try_from(record.size().clamp(1, self.settings.max_in_flight_bytes))
+            .unwrap_or(u32::MAX);
+        let budget = Budget {
+            _record: slot.permit,
+            _bytes: Arc::clone(&self.byte_budget)
+                .acquire_many_owned(bytes)
+                .await
+                .ok(),
+        };
         let mut in_flight = Box::new(InFlight { record, budget });
         loop {
             // The bytes are reference-counted: these clones let the record travel inside
@@ -299,21 +336,6 @@ impl KafkaSink {
                     return;
                 }
             }
-        }
-    }
-
-    /// Waits for one record slot and `size` bytes (at most the whole byte budget).
-    async fn reserve(&self, size: usize) -> Budget {
-        let bytes =
-            u32::try_from(size.clamp(1, self.settings.max_in_flight_bytes)).unwrap_or(u32::MAX);
-        // Both semaphores live as long as the sink and are never closed, so acquiring
-        // always succeeds.
-        Budget {
-            _record: Arc::clone(&self.record_slots).acquire_owned().await.ok(),
-            _bytes: Arc::clone(&self.byte_budget)
-                .acquire_many_owned(bytes)
-                .await
-                .ok(),
         }
     }
 
