@@ -274,18 +274,27 @@ fn consume_blocking(
     Ok(records)
 }
 
+/// A topic name no other test or run uses: `<base>.<pid>-<nanos>-<n>`. Needed against an
+/// external broker (`ENTITY_CDC_TEST_KAFKA`), where topics outlive the test and reading from
+/// the beginning would otherwise see an earlier run's records.
+pub fn unique_topic(base: &str) -> String {
+    format!("{base}.{}", unique_suffix())
+}
+
 /// A consumer group name no other test uses.
 fn unique_group(purpose: &str) -> String {
+    format!("entity-cdc-test-{purpose}-{}", unique_suffix())
+}
+
+/// Process id, wall-clock nanoseconds and a counter: unique across runs and within one.
+fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "entity-cdc-test-{purpose}-{}-{nanos}-{n}",
-        std::process::id()
-    )
+    format!("{}-{nanos}-{n}", std::process::id())
 }
 
 /// tansu: `ENTITY_CDC_TANSU`, then PATH, then `~/.cargo/bin`.

@@ -8,7 +8,7 @@ use entity_cdc::checkpoint::Position;
 use entity_cdc::error::Disposition;
 use entity_cdc::sink::{Delivery, DeliveryReports, KafkaSink, Record, SinkError, SinkSettings};
 use entity_cdc::source::Lsn;
-use entity_cdc_integration::kafka::KafkaBroker;
+use entity_cdc_integration::kafka::{unique_topic, KafkaBroker};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -78,7 +78,7 @@ fn expect_failed(delivery: Delivery) -> (SinkError, Record) {
 async fn records_come_back_with_their_keys_headers_and_order() {
     let broker = KafkaBroker::start().expect("tansu starts");
     let (sink, mut reports) = new_sink(broker.bootstrap(), |_| {});
-    let topic = "sink.exact".to_owned();
+    let topic = unique_topic("sink.exact");
     sink.ensure_topics(std::slice::from_ref(&topic))
         .await
         .expect("topic created");
@@ -134,7 +134,7 @@ async fn ten_thousand_records_of_one_key_keep_their_order() {
         s.topic_partitions = 3;
         s.max_in_flight_records = 500;
     });
-    let topic = "sink.order".to_owned();
+    let topic = unique_topic("sink.order");
     sink.ensure_topics(std::slice::from_ref(&topic))
         .await
         .expect("topic created");
@@ -180,7 +180,10 @@ async fn ten_thousand_records_of_one_key_keep_their_order() {
 async fn ensure_topics_creates_them_with_the_configured_partitions() {
     let broker = KafkaBroker::start().expect("tansu starts");
     let (sink, _reports) = new_sink(broker.bootstrap(), |s| s.topic_partitions = 4);
-    let topics = vec!["sink.created.a".to_owned(), "sink.created.b".to_owned()];
+    let topics = vec![
+        unique_topic("sink.created.a"),
+        unique_topic("sink.created.b"),
+    ];
     sink.ensure_topics(&topics).await.expect("topics created");
     for topic in &topics {
         assert_eq!(
@@ -203,7 +206,7 @@ async fn ensure_topics_creates_them_with_the_configured_partitions() {
         .await
         .expect("existing topics pass without creation");
     let error = strict
-        .ensure_topics(&["sink.absent".to_owned()])
+        .ensure_topics(&[unique_topic("sink.absent")])
         .await
         .expect_err("a missing topic is an error when creation is off");
     assert!(matches!(error, SinkError::TopicMissing { .. }), "{error:?}");
@@ -500,4 +503,34 @@ async fn the_watermark_follows_delivery_reports_and_stops_at_a_failure() {
     assert_eq!(watermark.confirmed(), Lsn(0x110));
     assert!(!watermark.is_idle());
     assert_eq!(watermark.advance_idle(Lsn(0x900)), None);
+}
+
+/// A figure, not a check: `cargo test --test sink -- --ignored --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "prints a throughput figure; run on demand"]
+async fn throughput_with_the_default_budget() {
+    const COUNT: u32 = 200_000;
+    let broker = KafkaBroker::start().expect("tansu starts");
+    let (sink, mut reports) = new_sink(broker.bootstrap(), |s| s.topic_partitions = 3);
+    let topic = unique_topic("sink.throughput");
+    sink.ensure_topics(std::slice::from_ref(&topic))
+        .await
+        .expect("topic created");
+    let payload = vec![b'x'; 200];
+    let started = Instant::now();
+    let reader = tokio::spawn(async move {
+        for _ in 0..COUNT {
+            expect_delivered(next_report(&mut reports).await);
+        }
+    });
+    for i in 0..COUNT {
+        let key = format!("123:{}", i % 1000);
+        sink.send(record(&topic, &key, &payload, i)).await;
+    }
+    reader.await.expect("report reader");
+    let elapsed = started.elapsed();
+    println!(
+        "{COUNT} records of 200 bytes, 1000 keys, 3 partitions: {elapsed:?} ({:.0}/s)",
+        f64::from(COUNT) / elapsed.as_secs_f64()
+    );
 }
