@@ -250,7 +250,7 @@ impl KafkaSink {
         &self.settings
     }
 
-    /// Records handed to librdkafka whose report has not been taken yet.
+    /// Record slots in use: reserved, held by librdkafka, or reported and not yet taken.
     pub fn in_flight(&self) -> usize {
         self.settings.max_in_flight_records - self.record_slots.available_permits()
     }
