@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# The Kafka-protocol broker (tansu) the sink tests start; built once per machine.
+scripts/install-broker.sh
 
 # Integration tests each start their own servers; two at a time fit this kind of machine.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"

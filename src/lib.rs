@@ -23,7 +23,9 @@
 //! Each stage is a module with one job. The source task is the only owner of the replication
 //! connection: it reads, and it sends the status updates with the LSN it is told is safe.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod sink;
 pub mod source;

@@ -1,4 +1,5 @@
-//! Test harness: a throwaway PostgreSQL 15 server per test binary or per test.
+//! Test harness: a throwaway PostgreSQL 15 server per test binary or per test, and a
+//! Kafka-protocol broker (tansu, in memory; see [`kafka`]).
 //!
 //! The server is created with `initdb` in a temporary folder, listens on loopback on a free
 //! port with `wal_level=logical`, and is stopped and removed when the handle is dropped.
@@ -6,6 +7,8 @@
 //! refuses to run as root.
 
 pub mod capture;
+pub mod kafka;
 pub mod pg;
 
+pub use kafka::{ConsumedRecord, KafkaBroker};
 pub use pg::{PgServer, PgServerOptions};
