@@ -52,7 +52,7 @@ pub enum DecodeErrorKind {
         /// The field being read.
         field: &'static str,
     },
-    /// A name or prefix is not UTF-8 (the database encoding is not UTF8, or corruption).
+    /// A name or prefix is not UTF-8 (client_encoding is not UTF8, or corruption).
     #[error("invalid utf-8 in {field}")]
     InvalidUtf8 {
         /// The field being read.
@@ -117,7 +117,8 @@ impl DecodeError {
                 "check that the server sends the proto_version the connector asked for"
             }
             DecodeErrorKind::InvalidUtf8 { .. } => {
-                "entity-cdc needs a database with UTF8 encoding for names and prefixes"
+                "names are sent in the connection's client_encoding: \
+                 start the replication connection with client_encoding=UTF8"
             }
             _ => {
                 "the replication stream is corrupt or from an unsupported server version; \

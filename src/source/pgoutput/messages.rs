@@ -314,7 +314,7 @@ pub enum TupleColumn {
     Null,
     /// `u`: a TOASTed value the update did not change; the server does not resend it.
     UnchangedToast,
-    /// `t`: the value in PostgreSQL's text format.
+    /// `t`: the value in PostgreSQL's text format, in the connection's client_encoding.
     Text(Bytes),
     /// `b`: the value in the type's binary format (only with `binary 'true'`).
     Binary(Bytes),
