@@ -620,10 +620,12 @@ mod tests {
         }
     }
 
+    /// A test value's length as the wire's Int32.
     fn len32(v: &[u8]) -> i32 {
         i32::try_from(v.len()).expect("test value fits i32")
     }
 
+    /// A text column value.
     fn text(v: &'static str) -> TupleColumn {
         TupleColumn::Text(Bytes::from_static(v.as_bytes()))
     }
@@ -637,6 +639,7 @@ mod tests {
         expected: LogicalMessage,
     }
 
+    /// A decoder in the given state, as if earlier messages had put it there.
     fn decoder(version: u32, in_stream: bool) -> Decoder {
         let mut decoder = Decoder::new(version);
         decoder.set_in_stream(in_stream);
@@ -1077,6 +1080,7 @@ mod tests {
         samples
     }
 
+    /// Decodes one payload with a fresh decoder in the given state.
     fn decode_in(
         version: u32,
         in_stream: bool,
@@ -1085,6 +1089,7 @@ mod tests {
         decoder(version, in_stream).decode(payload)
     }
 
+    /// The kind of error a payload must produce.
     fn error_kind(version: u32, in_stream: bool, payload: &[u8]) -> DecodeErrorKind {
         match decode_in(version, in_stream, payload) {
             Ok(message) => panic!("{payload:?} decoded to {message:?}, expected an error"),
