@@ -5,6 +5,8 @@ pub mod catalog;
 pub mod check;
 pub mod lsn;
 pub mod params;
+pub mod pgoutput;
+pub mod relation;
 pub mod setup;
 pub mod sql;
 pub mod value;
