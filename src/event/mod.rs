@@ -13,7 +13,6 @@ pub use topic::{topic_name, TopicError};
 use serde_json::{Map, Value as Json};
 
 use crate::config::Priority;
-use crate::source::Lsn;
 
 /// What happened to the entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,14 +45,7 @@ impl ChangeType {
     }
 }
 
-/// Where an event comes from in the WAL: its deterministic identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Position {
-    /// Commit LSN of the transaction.
-    pub commit_lsn: Lsn,
-    /// Position of the change in the transaction.
-    pub index: u32,
-}
+pub use crate::checkpoint::Position;
 
 /// The event body, by payload mode.
 #[derive(Debug, Clone, PartialEq)]

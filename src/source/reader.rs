@@ -105,6 +105,17 @@ pub enum ReadItem {
     Undecodable(Undecodable),
 }
 
+/// What the consumer allows the stream to confirm: published on a watch channel by
+/// whoever tracks acknowledgements, read by the reader whenever it changes, so that status
+/// updates carry it even while the reader waits for data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmation {
+    /// Everything at or below this LSN is handled.
+    pub lsn: Lsn,
+    /// Nothing is open or in flight: a keepalive's WAL end may be confirmed too.
+    pub idle: bool,
+}
+
 /// The transaction being received.
 #[derive(Debug, Clone, Copy)]
 struct OpenTransaction {
@@ -114,6 +125,10 @@ struct OpenTransaction {
     next_index: u32,
 }
 
+/// pgoutput protocol version 1: each transaction arrives whole at its commit, so nothing
+/// that may still roll back is ever handed on (CASE-20, CASE-23).
+const PROTOCOL_VERSION: u32 = 1;
+
 /// Reads committed changes from a replication stream.
 pub struct ChangeReader {
     stream: ResilientStream,
@@ -121,6 +136,7 @@ pub struct ChangeReader {
     relations: HashMap<u32, Arc<Relation>>,
     types: TypeResolver,
     open: Option<OpenTransaction>,
+    feed: Option<tokio::sync::watch::Receiver<Confirmation>>,
 }
 
 impl ChangeReader {
@@ -128,10 +144,50 @@ impl ChangeReader {
     pub fn new(stream: ResilientStream, catalog: tokio_postgres::Client) -> Self {
         ChangeReader {
             stream,
-            decoder: Decoder::new(),
+            decoder: Decoder::new(PROTOCOL_VERSION),
             relations: HashMap::new(),
             types: TypeResolver::new(catalog),
             open: None,
+            feed: None,
+        }
+    }
+
+    /// Follows a confirmation feed: each new value is handed to the stream at once.
+    pub fn set_confirmation_feed(&mut self, feed: tokio::sync::watch::Receiver<Confirmation>) {
+        self.feed = Some(feed);
+    }
+
+    /// The catalog connection, for lookups that belong with the stream (primary keys).
+    pub fn catalog(&self) -> &tokio_postgres::Client {
+        &self.types.client
+    }
+
+    /// Ends the replication connection cleanly.
+    pub async fn close(self) {
+        self.stream.close().await;
+    }
+
+    /// Waits for the next replication event, applying confirmation updates meanwhile.
+    async fn next_replication_event(&mut self) -> Result<ReplicationEvent, ReadError> {
+        loop {
+            let Some(feed) = self.feed.as_mut() else {
+                return Ok(self.stream.next_event().await?);
+            };
+            // Take what the feed says now: acknowledgements may have moved it.
+            let confirmation = *feed.borrow_and_update();
+            self.stream.confirm(confirmation.lsn);
+            if self.open.is_none() {
+                self.stream.set_idle(confirmation.idle);
+            }
+            tokio::select! {
+                // The stream's next_event is cancel-safe: a frame half read stays buffered.
+                event = self.stream.next_event() => return Ok(event?),
+                changed = feed.changed() => {
+                    if changed.is_err() {
+                        self.feed = None;
+                    }
+                }
+            }
         }
     }
 
@@ -148,7 +204,7 @@ impl ChangeReader {
     /// The next event, in stream order.
     pub async fn next(&mut self) -> Result<ReadItem, ReadError> {
         loop {
-            let event = self.stream.next_event().await?;
+            let event = self.next_replication_event().await?;
             let (wal_start, data) = match event {
                 ReplicationEvent::XLogData { wal_start, data, .. } => (wal_start, data),
                 ReplicationEvent::Keepalive { wal_end, .. } => {
@@ -158,14 +214,14 @@ impl ChangeReader {
                     // The server resends from the slot's confirmed position: whatever we
                     // had of an open transaction comes again from its Begin.
                     self.open = None;
-                    self.decoder = Decoder::new();
+                    self.decoder.reset();
                     self.relations.clear();
                     return Ok(ReadItem::Event(SourceEvent::Reconnected));
                 }
             };
             let message = self
                 .decoder
-                .decode(&data)
+                .decode_bytes(data)
                 .map_err(|source| ReadError::Decode { lsn: wal_start, source })?;
             if let Some(item) = self.handle(wal_start, message).await? {
                 return Ok(item);
@@ -323,7 +379,7 @@ impl ChangeReader {
                 type_oid: column.type_oid,
                 type_modifier: column.type_modifier,
                 pg_type,
-                identity: column.flags & 1 == 1,
+                identity: column.is_key(),
             });
         }
         Ok(Relation {

@@ -1,0 +1,480 @@
+//! `entity-cdc run`: the pipeline from the replication slot to Kafka.
+//!
+//! ```text
+//! source loop (one task, owns the replication stream)
+//!   ChangeReader ─► EntityModel.bind ─► build_events ─► encode ─► KafkaSink.send
+//!        ▲                                   │ open / add_event / close
+//!        │ confirmation feed (watch)         ▼
+//!        └──────────────────────────── Watermark ◄── ack ── delivery task (reports)
+//! ```
+//!
+//! The source loop is the only writer of transactions into the watermark and the only user
+//! of the replication stream; the delivery task acknowledges records as Kafka reports them
+//! and publishes the confirmable LSN on a watch channel, which the reader hands to the
+//! stream before each status update. So the slot is never confirmed past a transaction
+//! with an event that Kafka (or the dead-letter topic) does not have.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::checkpoint::{Position, Watermark, WatermarkError};
+use crate::codec::{dead_letter_record, encode_json, DeadLetter};
+use crate::config::Config;
+use crate::error::Disposition;
+use crate::event::{build_events, topic_name, BuildError, ChangeType};
+use crate::model::{BindError, EntityModel, TransactionContext, CONTEXT_PREFIX};
+use crate::source::change::{Change, SourceEvent};
+use crate::source::reader::{ChangeReader, Confirmation, ReadError, ReadItem, Undecodable};
+use crate::source::{catalog, Lsn, SourceSettings};
+use crate::sink::{Delivery, KafkaSink, Record, SinkError, SinkSettings};
+
+/// How long a graceful stop waits for Kafka to acknowledge what is in flight. Long enough
+/// for librdkafka's own retries of a slow batch; past it the process exits without
+/// confirming the rest, which is then read again at the next start (never lost).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the pipeline stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Reading the replication stream failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A relation could not be bound to its entity.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// An event could not be built and cannot be dead-lettered.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The watermark's bookkeeping was violated (a bug, or a stream out of order).
+    #[error(transparent)]
+    Watermark(#[from] WatermarkError),
+    /// Kafka refused or failed a record in a way that needs an operator.
+    #[error("record {position} for topic {topic}: {source}")]
+    Delivery {
+        /// Where the record came from.
+        position: String,
+        /// Its topic.
+        topic: String,
+        /// The error.
+        #[source]
+        source: SinkError,
+    },
+    /// The sink could not be set up.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The catalog connection failed.
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    /// Opening the source failed.
+    #[error(transparent)]
+    Open(#[from] crate::source::OpenError),
+}
+
+impl PipelineError {
+    /// What an operator should do, where known.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PipelineError::Read(ReadError::Replication(e)) => e.hint().map(str::to_owned),
+            PipelineError::Open(e) => e.hint(),
+            PipelineError::Sink(e) | PipelineError::Delivery { source: e, .. } => {
+                e.hint().map(str::to_owned)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Counters of what the pipeline did, for the final log line and the tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Row changes read.
+    pub changes: u64,
+    /// Entity events produced.
+    pub events: u64,
+    /// Changes of tables that are no entity (or not streamed), skipped.
+    pub skipped: u64,
+    /// Events or changes sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// The LSN confirmed to PostgreSQL at the end.
+    pub confirmed: Lsn,
+}
+
+/// The watermark shared by the source loop and the delivery task. A std mutex: it is held
+/// for a few map operations and never across an await.
+#[derive(Clone)]
+struct SharedWatermark {
+    inner: Arc<Mutex<Watermark>>,
+    feed: Arc<watch::Sender<Confirmation>>,
+}
+
+impl SharedWatermark {
+    fn new(start: Lsn) -> (SharedWatermark, watch::Receiver<Confirmation>) {
+        let (tx, rx) = watch::channel(Confirmation { lsn: start, idle: true });
+        let shared = SharedWatermark {
+            inner: Arc::new(Mutex::new(Watermark::new(start))),
+            feed: Arc::new(tx),
+        };
+        (shared, rx)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Watermark) -> T) -> T {
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = f(&mut guard);
+        let confirmation = Confirmation { lsn: guard.confirmed(), idle: guard.is_idle() };
+        drop(guard);
+        self.feed.send_if_modified(|current| {
+            let changed = *current != confirmation;
+            *current = confirmation;
+            changed
+        });
+        out
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).in_flight()
+    }
+
+    fn confirmed(&self) -> Lsn {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).confirmed()
+    }
+}
+
+/// The sink settings that connector.yaml's `kafka` section describes.
+pub fn sink_settings(config: &Config) -> SinkSettings {
+    let mut settings = SinkSettings::new(config.kafka.bootstrap_servers.clone());
+    settings.librdkafka = config.kafka.librdkafka.clone();
+    settings.create_topics = config.kafka.topics.create;
+    settings.topic_partitions = i32::try_from(config.kafka.topics.partitions.get()).unwrap_or(i32::MAX);
+    settings.topic_replication_factor = i32::from(config.kafka.topics.replication_factor.get());
+    settings
+}
+
+/// Every topic the configured entities can produce to, plus the dead-letter topic.
+pub fn topics(config: &Config) -> Result<Vec<String>, BuildError> {
+    let mut topics = Vec::new();
+    for entity in config.entities.iter().filter(|e| e.streaming.enabled) {
+        for change_type in [ChangeType::Create, ChangeType::Update, ChangeType::Delete] {
+            let topic = topic_name(entity, change_type)?;
+            if !topics.contains(&topic) {
+                topics.push(topic);
+            }
+        }
+    }
+    topics.push(config.streaming.dlq_topic.clone());
+    Ok(topics)
+}
+
+/// Runs the pipeline until `cancel` fires (then drains and confirms) or an error stops it
+/// (then nothing past the failure is confirmed).
+pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummary, PipelineError> {
+    let settings = SourceSettings::from_config(config);
+    let (sink, reports) = KafkaSink::new(sink_settings(config))?;
+    let sink = Arc::new(sink);
+    info!(bootstrap = %config.kafka.bootstrap_servers, "waiting for kafka");
+    tokio::select! {
+        () = cancel.cancelled() => return Ok(RunSummary::default()),
+        () = sink.wait_until_reachable() => {}
+    }
+    sink.ensure_topics(&topics(config)?).await?;
+
+    let mut reader = crate::source::open_reader(&settings).await?;
+    let (watermark, feed) = SharedWatermark::new(Lsn::ZERO);
+    reader.set_confirmation_feed(feed);
+
+    let failure = CancellationToken::new();
+    let deliveries = tokio::spawn(
+        DeliveryTask {
+            sink: sink.clone(),
+            watermark: watermark.clone(),
+            dlq_topic: config.streaming.dlq_topic.clone(),
+            failure: failure.clone(),
+        }
+        .run(reports),
+    );
+
+    let mut source = SourceLoop {
+        model: EntityModel::new(&config.entities),
+        sink: sink.clone(),
+        watermark: watermark.clone(),
+        dlq_topic: config.streaming.dlq_topic.clone(),
+        context: None,
+        summary: RunSummary::default(),
+    };
+    let outcome = source.run(&mut reader, &cancel, &failure).await;
+
+    // Drain: whatever was handed to Kafka gets its report, so the watermark can move.
+    if let Err(e) = sink.flush(DRAIN_TIMEOUT).await {
+        warn!(error = %e, "kafka did not acknowledge everything before the drain timeout");
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while watermark.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        if failure.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(source);
+    deliveries.abort();
+    let delivery_error = match deliveries.await {
+        Ok(Err(e)) => Some(e),
+        _ => None,
+    };
+
+    // The final standby status: exactly what Kafka has acknowledged (CASE-24).
+    let confirmed = watermark.confirmed();
+    reader.stream().confirm(confirmed);
+    if let Err(e) = reader.stream().send_status().await {
+        warn!(error = %e, "could not send the final status update");
+    }
+    reader.close().await;
+
+    let mut summary = outcome?;
+    if let Some(e) = delivery_error {
+        return Err(e);
+    }
+    summary.confirmed = confirmed;
+    info!(
+        changes = summary.changes,
+        events = summary.events,
+        skipped = summary.skipped,
+        dead_lettered = summary.dead_lettered,
+        confirmed = %confirmed,
+        "pipeline stopped"
+    );
+    Ok(summary)
+}
+
+/// Reads changes and produces their events.
+struct SourceLoop {
+    model: EntityModel,
+    sink: Arc<KafkaSink>,
+    watermark: SharedWatermark,
+    dlq_topic: String,
+    context: Option<TransactionContext>,
+    summary: RunSummary,
+}
+
+impl SourceLoop {
+    async fn run(
+        &mut self,
+        reader: &mut ChangeReader,
+        cancel: &CancellationToken,
+        failure: &CancellationToken,
+    ) -> Result<RunSummary, PipelineError> {
+        loop {
+            let item = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = failure.cancelled() => break,
+                item = reader.next() => item?,
+            };
+            self.handle(reader, item).await?;
+        }
+        Ok(self.summary)
+    }
+
+    async fn handle(&mut self, reader: &mut ChangeReader, item: ReadItem) -> Result<(), PipelineError> {
+        match item {
+            ReadItem::Event(SourceEvent::Begin { commit_lsn, .. }) => {
+                self.context = None;
+                self.watermark.with(|w| w.open(commit_lsn))?;
+            }
+            ReadItem::Event(SourceEvent::Commit { commit_lsn, end_lsn, .. }) => {
+                self.context = None;
+                self.watermark.with(|w| w.close(commit_lsn, end_lsn))?;
+            }
+            ReadItem::Event(SourceEvent::Change(change)) => {
+                self.summary.changes += 1;
+                self.change(reader, change).await?;
+            }
+            ReadItem::Event(SourceEvent::Truncate { relations, commit_lsn, .. }) => {
+                for relation in relations {
+                    if self.model.entity_for(&relation.schema, &relation.name).is_some() {
+                        warn!(relation = %relation.qualified_name(), lsn = %commit_lsn,
+                            "truncate of an entity table: no entity events are produced for it");
+                    }
+                }
+            }
+            ReadItem::Event(SourceEvent::Message { transactional, prefix, content, lsn, .. }) => {
+                if transactional && prefix == CONTEXT_PREFIX {
+                    match TransactionContext::parse(&content) {
+                        Ok(context) => self.context = Some(context),
+                        Err(e) => {
+                            warn!(lsn = %lsn, error = %e, "transaction context ignored");
+                        }
+                    }
+                }
+            }
+            ReadItem::Event(SourceEvent::Keepalive { .. }) => {}
+            ReadItem::Event(SourceEvent::Reconnected) => {
+                // The server resends from the confirmed position: a partly read
+                // transaction comes again from its Begin. Wait for what is in flight, then
+                // start a fresh watermark at what is confirmed.
+                self.context = None;
+                let _ = self.sink.flush(DRAIN_TIMEOUT).await;
+                while self.watermark.in_flight() > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let confirmed = self.watermark.confirmed();
+                self.watermark.with(|w| *w = Watermark::new(confirmed));
+                info!(confirmed = %confirmed, "replication reconnected; resuming");
+            }
+            ReadItem::Undecodable(bad) => {
+                self.dead_letter_undecodable(bad).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn change(&mut self, reader: &mut ChangeReader, change: Change) -> Result<(), PipelineError> {
+        let primary_key = if self.model.is_bound(&change.relation)
+            || self.model.entity_for(&change.relation.schema, &change.relation.name).is_none()
+        {
+            Vec::new()
+        } else {
+            catalog::primary_key(reader.catalog(), &change.relation.schema, &change.relation.name)
+                .await?
+        };
+        let Some(binding) = self.model.bind(&change.relation, &primary_key)? else {
+            self.summary.skipped += 1;
+            return Ok(());
+        };
+        match build_events(&binding, &change, self.context.as_ref()) {
+            Ok(events) => {
+                for event in events {
+                    let position = self.watermark.with(|w| w.add_event(change.commit_lsn))?;
+                    self.sink.send(encode_json(&event, position)).await;
+                    self.summary.events += 1;
+                }
+            }
+            Err(e) if e.disposition() == Disposition::DeadLetter => {
+                warn!(error = %e, "event dead-lettered");
+                let letter = DeadLetter {
+                    event_id: e.event_id().map(str::to_owned),
+                    failure_reason: e.to_string(),
+                    failure_timestamp: now_rfc3339(),
+                    retry_count: 0,
+                    original: None,
+                    source: json!({
+                        "entity": binding.entity.name,
+                        "schema": change.relation.schema,
+                        "table": change.relation.name,
+                        "commitLsn": change.commit_lsn.to_string(),
+                        "index": change.index,
+                        "change": change.kind.as_str(),
+                    }),
+                };
+                self.send_dead_letter(change.commit_lsn, &letter).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    async fn dead_letter_undecodable(&mut self, bad: Undecodable) -> Result<(), PipelineError> {
+        if self.model.entity_for(&bad.relation.schema, &bad.relation.name).is_none() {
+            self.summary.skipped += 1;
+            return Ok(());
+        }
+        error!(lsn = %bad.commit_lsn, index = bad.index, reason = %bad.reason, "undecodable change dead-lettered");
+        let letter = DeadLetter {
+            event_id: Some(format!("{}:{}", bad.commit_lsn, bad.index)),
+            failure_reason: bad.reason.clone(),
+            failure_timestamp: now_rfc3339(),
+            retry_count: 0,
+            original: None,
+            source: json!({
+                "schema": bad.relation.schema,
+                "table": bad.relation.name,
+                "commitLsn": bad.commit_lsn.to_string(),
+                "index": bad.index,
+                "change": bad.kind.as_str(),
+            }),
+        };
+        self.send_dead_letter(bad.commit_lsn, &letter).await
+    }
+
+    async fn send_dead_letter(&mut self, commit_lsn: Lsn, letter: &DeadLetter) -> Result<(), PipelineError> {
+        let position = self.watermark.with(|w| w.add_event(commit_lsn))?;
+        self.sink.send(dead_letter_record(&self.dlq_topic, letter, position)).await;
+        self.summary.dead_lettered += 1;
+        Ok(())
+    }
+}
+
+/// Acknowledges delivered records and dead-letters records Kafka refuses for good.
+struct DeliveryTask {
+    sink: Arc<KafkaSink>,
+    watermark: SharedWatermark,
+    dlq_topic: String,
+    failure: CancellationToken,
+}
+
+impl DeliveryTask {
+    async fn run(self, mut reports: crate::sink::DeliveryReports) -> Result<(), PipelineError> {
+        let result = self.receive(&mut reports).await;
+        if let Err(e) = &result {
+            error!(error = %e, "delivery failed; stopping without confirming it");
+            self.failure.cancel();
+        }
+        result
+    }
+
+    async fn receive(&self, reports: &mut crate::sink::DeliveryReports) -> Result<(), PipelineError> {
+        while let Some(delivery) = reports.recv().await {
+            match delivery {
+                Delivery::Delivered { position, .. } => {
+                    self.watermark.with(|w| w.ack(position))?;
+                }
+                Delivery::Failed { position, error, record } => {
+                    self.failed(position, error, *record).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A record Kafka will never take (too large, invalid, not authorized) goes to the
+    /// dead-letter topic with the same position, so its transaction is confirmed once the
+    /// dead-letter record is in. Anything else stops the pipeline without confirming it:
+    /// the next start reads it again.
+    async fn failed(&self, position: Position, error: SinkError, record: Record) -> Result<(), PipelineError> {
+        let event_id = record
+            .headers
+            .iter()
+            .find(|(name, _)| name == "eventId")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        if error.disposition() == Disposition::DeadLetter && record.topic != self.dlq_topic {
+            error!(topic = %record.topic, event_id = ?event_id, error = %error, "event delivery failed; dead-lettered");
+            let letter = DeadLetter {
+                event_id,
+                failure_reason: error.to_string(),
+                failure_timestamp: now_rfc3339(),
+                retry_count: 0,
+                source: json!({ "topic": record.topic }),
+                original: Some(record),
+            };
+            self.sink.send(dead_letter_record(&self.dlq_topic, &letter, position)).await;
+            return Ok(());
+        }
+        Err(PipelineError::Delivery {
+            position: format!("{}:{}", position.commit_lsn, position.index),
+            topic: record.topic,
+            source: error,
+        })
+    }
+}
+
+fn now_rfc3339() -> String {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    // Commit times are PostgreSQL-epoch microseconds; convert from the Unix epoch.
+    crate::source::change::commit_time_rfc3339(micros - 946_684_800_000_000)
+}
