@@ -3,6 +3,8 @@
 
 pub mod lsn;
 pub mod params;
+pub mod replication;
+pub mod tls;
 
 pub use lsn::Lsn;
 pub use params::{ConnectParams, SslMode};
