@@ -299,6 +299,7 @@ impl ReplicationStream {
         &mut self,
         mut frame: BytesMut,
     ) -> Result<Option<ReplicationEvent>, ReplicationError> {
+        let frame_tag = frame.first().map(|t| char::from(*t));
         match frame.first() {
             Some(b'd') => {
                 let payload = frame.split_off(HEADER_LEN).freeze();
@@ -321,8 +322,9 @@ impl ReplicationStream {
                 }
                 Ok(Some(event))
             }
-            // The server ended the stream (e.g. the walsender is shutting down).
-            Some(b'c') => Err(ReplicationError::StreamEnded),
+            // The server ended the stream: CopyDone, or, from a walsender shutting down
+            // with the client caught up, CommandComplete without CopyDone (WalSndDone).
+            Some(b'c' | b'C' | b'Z') => Err(ReplicationError::StreamEnded),
             _ => match parse_message(&mut frame)? {
                 Message::ErrorResponse(body) => {
                     let error = ServerError::from_fields(body.fields())?;
@@ -333,7 +335,10 @@ impl ReplicationStream {
                     Ok(None)
                 }
                 Message::ParameterStatus(_) => Ok(None),
-                _ => Err(unexpected("replication")),
+                _ => Err(protocol(format!(
+                    "unexpected message {:?} during replication",
+                    frame_tag
+                ))),
             },
         }
     }
