@@ -107,6 +107,12 @@ pub enum ReplicationError {
     /// The server closed the connection.
     #[error("the server closed the replication connection")]
     Eof,
+    /// The server sent nothing, not even an answer to a reply request, for this long.
+    #[error("no message from the server for {timeout:?}")]
+    ServerSilent {
+        /// The configured silence timeout.
+        timeout: std::time::Duration,
+    },
     /// The server ended the CopyBoth stream (CopyDone) without an error.
     #[error("the server ended the replication stream")]
     StreamEnded,
@@ -188,9 +194,12 @@ impl ReplicationError {
     pub fn disposition(&self) -> Disposition {
         use ReplicationError as E;
         match self {
-            E::Connect { .. } | E::ConnectTimeout { .. } | E::Io(_) | E::Eof | E::StreamEnded => {
-                Disposition::Retry
-            }
+            E::Connect { .. }
+            | E::ConnectTimeout { .. }
+            | E::Io(_)
+            | E::Eof
+            | E::ServerSilent { .. }
+            | E::StreamEnded => Disposition::Retry,
             // rustls reports certificate and protocol failures as InvalidData; anything else
             // is the socket failing during the handshake.
             E::TlsHandshake { source, .. } => {

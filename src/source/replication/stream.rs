@@ -65,6 +65,11 @@ pub struct StreamOptions {
     pub start_lsn: Lsn,
     /// How often a standby status update is sent when nothing else triggers one.
     pub status_interval: Duration,
+    /// How long the server may stay silent while the stream waits: after half of it a
+    /// status update asks the server for a reply, after the other half without an answer
+    /// the connection counts as lost (a half-open TCP connection would otherwise hang the
+    /// reader forever). `None` waits forever.
+    pub silence_timeout: Option<Duration>,
     /// The longest CopyData frame accepted.
     pub max_frame_len: usize,
 }
@@ -73,6 +78,11 @@ impl StreamOptions {
     /// pg_recvlogical's default `--status-interval` is 10 s; it must stay well below the
     /// server's `wal_sender_timeout` (60 s by default) so an idle stream is not dropped.
     pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
+
+    /// The server's own `wal_sender_timeout` default: each side gives up on a silent peer
+    /// after the same minute. An idle server may legitimately send nothing for longer,
+    /// which is why the stream asks for a reply before giving up.
+    pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
 
     /// A single pgoutput message holds one row, and PostgreSQL caps a value at 1 GB; 1 GiB
     /// plus headroom admits any row the server can produce while still bounding memory.
@@ -89,6 +99,7 @@ impl StreamOptions {
             messages: true,
             start_lsn: Lsn::ZERO,
             status_interval: Self::DEFAULT_STATUS_INTERVAL,
+            silence_timeout: Some(Self::DEFAULT_SILENCE_TIMEOUT),
             max_frame_len: Self::DEFAULT_MAX_FRAME_LEN,
         }
     }
@@ -107,6 +118,12 @@ impl StreamOptions {
         }
         if self.status_interval.is_zero() {
             return invalid("the status interval must be positive");
+        }
+        if self
+            .silence_timeout
+            .is_some_and(|t| t < Duration::from_millis(10))
+        {
+            return invalid("the silence timeout is too short");
         }
         if self.max_frame_len < 64 {
             return invalid("the frame limit is too small");
@@ -200,6 +217,12 @@ pub struct ReplicationStream {
     status_interval: Duration,
     /// When the next periodic status update is due.
     next_status: Instant,
+    /// See [`StreamOptions::silence_timeout`].
+    silence_timeout: Option<Duration>,
+    /// When bytes last arrived from the server.
+    last_heard: Instant,
+    /// When a status update asked the server for a reply that has not come yet.
+    ping_sent: Option<Instant>,
 }
 
 impl ReplicationStream {
@@ -232,16 +255,24 @@ impl ReplicationStream {
                 _ => return Err(unexpected("START_REPLICATION")),
             }
         }
-        let mut framed = connection.framed;
+        Ok(ReplicationStream::from_parts(connection.framed, options))
+    }
+
+    /// A stream over a connection already in CopyBoth mode.
+    fn from_parts(mut framed: Framed, options: StreamOptions) -> ReplicationStream {
         framed.set_max_frame_len(options.max_frame_len);
-        Ok(ReplicationStream {
+        let now = Instant::now();
+        ReplicationStream {
             framed,
             slot: options.slot,
             confirmed: options.start_lsn,
             idle: false,
             status_interval: options.status_interval,
-            next_status: Instant::now() + options.status_interval,
-        })
+            next_status: now + options.status_interval,
+            silence_timeout: options.silence_timeout,
+            last_heard: now,
+            ping_sent: None,
+        }
     }
 
     /// Allows confirming `lsn` (typically a commit's end LSN whose events are all
@@ -268,8 +299,21 @@ impl ReplicationStream {
     /// Cancel-safe: dropping the future loses neither received nor queued bytes.
     pub async fn next_event(&mut self) -> Result<ReplicationEvent, ReplicationError> {
         loop {
-            if Instant::now() >= self.next_status {
-                self.queue_status();
+            let now = Instant::now();
+            if let Some(silence) = self.silence_timeout {
+                match self.ping_sent {
+                    None if now >= self.last_heard + silence / 2 => {
+                        self.queue_status(true);
+                        self.ping_sent = Some(now);
+                    }
+                    Some(sent) if now >= sent + silence / 2 => {
+                        return Err(ReplicationError::ServerSilent { timeout: silence });
+                    }
+                    _ => {}
+                }
+            }
+            if now >= self.next_status {
+                self.queue_status(false);
             }
             if self.framed.has_pending_write() {
                 self.framed.flush().await?;
@@ -277,10 +321,17 @@ impl ReplicationStream {
             let frame = match self.framed.take_frame()? {
                 Some(frame) => frame,
                 None => {
-                    let due = self.next_status;
+                    let wake = self.wake_at();
                     tokio::select! {
-                        read = self.framed.fill() => read?,
-                        () = tokio::time::sleep_until(due) => {}
+                        // Received bytes first: after the caller paused, a reply already
+                        // waiting in the socket must count before the silence deadline.
+                        biased;
+                        read = self.framed.fill() => {
+                            read?;
+                            self.last_heard = Instant::now();
+                            self.ping_sent = None;
+                        }
+                        () = tokio::time::sleep_until(wake) => {}
                     }
                     continue;
                 }
@@ -292,6 +343,16 @@ impl ReplicationStream {
                 return Ok(event);
             }
         }
+    }
+
+    /// The next moment a timer needs attention: a periodic status update, the reply request
+    /// after half the silence timeout, or the end of the silence timeout.
+    fn wake_at(&self) -> Instant {
+        let silence = self.silence_timeout.map(|silence| match self.ping_sent {
+            None => self.last_heard + silence / 2,
+            Some(sent) => sent + silence / 2,
+        });
+        silence.map_or(self.next_status, |at| at.min(self.next_status))
     }
 
     /// Interprets one frame of the CopyBoth stream.
@@ -315,7 +376,7 @@ impl ReplicationStream {
                             self.confirm(*wal_end);
                         }
                         if *reply_requested {
-                            self.queue_status();
+                            self.queue_status(false);
                         }
                     }
                     ReplicationEvent::Reconnected => {}
@@ -343,8 +404,9 @@ impl ReplicationStream {
         }
     }
 
-    /// Queues a standby status update with the confirmed position and restarts the timer.
-    fn queue_status(&mut self) {
+    /// Queues a standby status update with the confirmed position and restarts the timer;
+    /// `reply` asks the server to answer at once (a liveness probe).
+    fn queue_status(&mut self, reply: bool) {
         let lsn = self.confirmed.0;
         let buf = self.framed.write_buf();
         // CopyData: tag, length (4 + 34), then 'r', write, flush, apply, clock, reply flag.
@@ -355,7 +417,7 @@ impl ReplicationStream {
         buf.put_u64(lsn);
         buf.put_u64(lsn);
         buf.put_i64(pg_now());
-        buf.put_u8(0);
+        buf.put_u8(u8::from(reply));
         self.next_status = Instant::now() + self.status_interval;
         tracing::trace!(lsn = %self.confirmed, "standby status update queued");
     }
@@ -363,14 +425,14 @@ impl ReplicationStream {
     /// Sends a status update now, e.g. the final one at shutdown after the last
     /// acknowledgement (CASE-24).
     pub async fn send_status(&mut self) -> Result<(), ReplicationError> {
-        self.queue_status();
+        self.queue_status(false);
         self.framed.flush().await
     }
 
     /// Sends a final status update, ends the stream with CopyDone, waits briefly for the
     /// server to finish, and terminates the connection.
     pub async fn close(mut self) {
-        self.queue_status();
+        self.queue_status(false);
         frontend::copy_done(self.framed.write_buf());
         if self.framed.flush().await.is_ok() {
             let drain = async {
@@ -521,5 +583,182 @@ mod tests {
         }
         // Exactly the XLogData header with an empty message is well formed.
         assert!(parse_copy_data(Bytes::copy_from_slice(&[b'w'; 25])).is_ok());
+    }
+
+    /// A stream whose server side the test plays through an in-memory pipe.
+    fn mock(options: StreamOptions) -> (ReplicationStream, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let framed = Framed::new(Box::new(client), 1 << 20);
+        (ReplicationStream::from_parts(framed, options), server)
+    }
+
+    fn options(status_interval: Duration, silence_timeout: Option<Duration>) -> StreamOptions {
+        let mut options = StreamOptions::new("s", vec!["p".into()]);
+        options.status_interval = status_interval;
+        options.silence_timeout = silence_timeout;
+        options
+    }
+
+    async fn send_copy_data(server: &mut tokio::io::DuplexStream, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut frame = BytesMut::new();
+        frame.put_u8(b'd');
+        frame.put_u32(4 + payload.len() as u32);
+        frame.put_slice(payload);
+        server.write_all(&frame).await.expect("server write");
+    }
+
+    async fn send_keepalive(server: &mut tokio::io::DuplexStream, wal_end: u64, reply: bool) {
+        let mut k = BytesMut::new();
+        k.put_u8(b'k');
+        k.put_u64(wal_end);
+        k.put_i64(0);
+        k.put_u8(u8::from(reply));
+        send_copy_data(server, &k).await;
+    }
+
+    async fn send_xlogdata(server: &mut tokio::io::DuplexStream, data: &[u8]) {
+        let mut w = BytesMut::new();
+        w.put_u8(b'w');
+        w.put_u64(0);
+        w.put_u64(0);
+        w.put_i64(0);
+        w.put_slice(data);
+        send_copy_data(server, &w).await;
+    }
+
+    /// Reads one standby status update: (write, flush, apply, reply flag).
+    async fn read_status(server: &mut tokio::io::DuplexStream) -> (u64, u64, u64, u8) {
+        use tokio::io::AsyncReadExt;
+        let mut frame = [0u8; 39];
+        server.read_exact(&mut frame).await.expect("status update");
+        assert_eq!(
+            &frame[..6],
+            b"d\0\0\0\x26r",
+            "status update frame {frame:?}"
+        );
+        (
+            read_u64(&frame, 6),
+            read_u64(&frame, 14),
+            read_u64(&frame, 22),
+            frame[38],
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn confirms_only_what_the_caller_allows_plus_wal_end_while_idle() {
+        let (mut stream, mut server) = mock(options(Duration::from_secs(10), None));
+        stream.confirm(Lsn(100));
+        send_keepalive(&mut server, 500, true).await;
+        assert!(matches!(
+            stream.next_event().await.expect("keepalive"),
+            ReplicationEvent::Keepalive {
+                reply_requested: true,
+                ..
+            }
+        ));
+        // Answered at once, with the caller's LSN, not the keepalive's.
+        assert_eq!(read_status(&mut server).await, (100, 100, 100, 0));
+
+        stream.set_idle(true);
+        send_keepalive(&mut server, 500, true).await;
+        stream.next_event().await.expect("keepalive");
+        assert_eq!(read_status(&mut server).await, (500, 500, 500, 0));
+
+        // Receiving data ends the idle state until the caller says otherwise.
+        send_xlogdata(&mut server, b"B").await;
+        assert!(matches!(
+            stream.next_event().await.expect("xlogdata"),
+            ReplicationEvent::XLogData { .. }
+        ));
+        send_keepalive(&mut server, 900, true).await;
+        stream.next_event().await.expect("keepalive");
+        assert_eq!(read_status(&mut server).await.1, 500);
+
+        // Never backwards.
+        stream.confirm(Lsn(50));
+        assert_eq!(stream.confirmed(), Lsn(500));
+        stream.send_status().await.expect("send_status");
+        assert_eq!(read_status(&mut server).await.1, 500);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn status_updates_flow_while_no_data_arrives() {
+        let (mut stream, mut server) = mock(options(Duration::from_secs(10), None));
+        stream.confirm(Lsn(7));
+        let waited = tokio::time::timeout(Duration::from_secs(25), stream.next_event()).await;
+        assert!(waited.is_err(), "no event expected");
+        assert_eq!(read_status(&mut server).await, (7, 7, 7, 0));
+        assert_eq!(read_status(&mut server).await, (7, 7, 7, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_probed_then_given_up() {
+        let silence = Duration::from_secs(60);
+        let (mut stream, mut server) = mock(options(Duration::from_secs(1000), Some(silence)));
+        let started = Instant::now();
+        let error = stream.next_event().await.expect_err("silent server");
+        assert!(
+            matches!(error, ReplicationError::ServerSilent { .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.disposition(), crate::error::Disposition::Retry);
+        assert!(started.elapsed() >= silence);
+        // Half-way, a status update asked for a reply.
+        assert_eq!(read_status(&mut server).await.3, 1);
+
+        // A server that answers the probe keeps the stream alive.
+        let (mut stream, mut server) = mock(options(Duration::from_secs(1000), Some(silence)));
+        let answer = async {
+            assert_eq!(read_status(&mut server).await.3, 1);
+            send_keepalive(&mut server, 1, false).await;
+            server
+        };
+        let (event, _server) = tokio::join!(stream.next_event(), answer);
+        assert!(
+            matches!(event, Ok(ReplicationEvent::Keepalive { .. })),
+            "{event:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn server_endings_and_malformed_frames_are_typed_errors() {
+        use tokio::io::AsyncWriteExt;
+        let no_timers = || options(Duration::from_secs(1000), None);
+
+        let (mut stream, mut server) = mock(no_timers());
+        let fields =
+            b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0";
+        let mut frame = BytesMut::new();
+        frame.put_u8(b'E');
+        frame.put_u32(4 + fields.len() as u32);
+        frame.put_slice(fields);
+        server.write_all(&frame).await.expect("write");
+        let error = stream.next_event().await.expect_err("shutdown");
+        assert_eq!(error.code(), Some("57P01"));
+        assert_eq!(error.disposition(), crate::error::Disposition::Retry);
+
+        let (mut stream, mut server) = mock(no_timers());
+        server
+            .write_all(b"C\0\0\0\x0aSTART\0")
+            .await
+            .expect("write");
+        assert!(matches!(
+            stream.next_event().await,
+            Err(ReplicationError::StreamEnded)
+        ));
+
+        let (mut stream, mut server) = mock(no_timers());
+        send_copy_data(&mut server, b"w123").await;
+        let error = stream.next_event().await.expect_err("short xlogdata");
+        assert!(matches!(error, ReplicationError::Protocol(_)), "{error:?}");
+        assert_eq!(error.disposition(), crate::error::Disposition::Halt);
+
+        let (mut stream, server) = mock(no_timers());
+        drop(server);
+        assert!(matches!(
+            stream.next_event().await,
+            Err(ReplicationError::Eof)
+        ));
     }
 }
