@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use entity_cdc::error::Disposition;
 use entity_cdc::source::replication::{
-    Backoff, ReplicationConnection, ReplicationError, ReplicationEvent, ReplicationStream,
-    ResilientStream, StreamOptions,
+    Backoff, ProtoVersion, ReplicationConnection, ReplicationError, ReplicationEvent,
+    ReplicationStream, ResilientStream, StreamOptions,
 };
 use entity_cdc::source::{ConnectParams, Lsn, SslMode};
 use entity_cdc_integration::{PgServer, PgServerOptions};
@@ -532,6 +532,29 @@ async fn insert_streams_begin_to_commit_and_confirm_sets_confirmed_flush_lsn_exa
         event.expect("next_event");
     }
     assert_eq!(confirmed_flush_lsn(&server, "s"), end_lsn);
+    stream.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_v2_with_streaming_and_logical_messages_is_accepted() {
+    let server = start(PgServerOptions::default());
+    create_slot(&server, "s");
+    let connection = ReplicationConnection::connect(&params(&server, "postgres", None))
+        .await
+        .expect("connect");
+    let mut options = stream_options("s");
+    options.proto_version = ProtoVersion::V2;
+    options.streaming = true;
+    options.messages = true;
+    let mut stream = connection.start_replication(options).await.expect("v2");
+    sql(
+        &server,
+        "begin; insert into t values (1, 'v2'); \
+         select pg_logical_emit_message(true, 'entity-cdc', 'hello'); commit",
+    );
+    let (messages, _) = next_transaction(&mut stream).await;
+    let tags: Vec<u8> = messages.iter().map(|m| m[0]).collect();
+    assert_eq!(tags, b"BRIMC", "pgoutput messages {messages:?}");
     stream.close().await;
 }
 
