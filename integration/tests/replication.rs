@@ -133,6 +133,21 @@ async fn trust_connection_identifies_the_system_with_pinned_settings() {
         .expect("connect with trust");
     assert!(!connection.is_tls());
     assert!(connection.backend_pid() > 0);
+    // This server has ssl off: prefer falls back to plain, require refuses.
+    let mut prefer = params(&server, "postgres", None);
+    prefer.sslmode = SslMode::Prefer;
+    let plain = ReplicationConnection::connect(&prefer)
+        .await
+        .expect("prefer");
+    assert!(!plain.is_tls());
+    plain.close().await;
+    let mut require = params(&server, "postgres", None);
+    require.sslmode = SslMode::Require;
+    let error = ReplicationConnection::connect(&require)
+        .await
+        .expect_err("require without server tls");
+    assert!(matches!(error, ReplicationError::TlsRefused), "{error:?}");
+    assert_eq!(error.disposition(), Disposition::Halt);
     assert!(connection
         .server_parameter("server_version")
         .is_some_and(|v| v.starts_with("15")));

@@ -153,7 +153,11 @@ impl ResilientStream {
                     // says so again.
                     self.idle = false;
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    // The connection is unusable after a Halt error; dropping it closes it.
+                    self.stream = None;
+                    return Err(error);
+                }
             }
         }
     }

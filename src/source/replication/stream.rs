@@ -283,7 +283,7 @@ impl ReplicationStream {
     }
 
     /// Tells the stream whether every received change is handled and no transaction is
-    /// open. While idle, a keepalive's WAL end becomes confirmable too, so an idle slot
+    /// open (including a streamed, not yet committed one with protocol v2). While idle, a keepalive's WAL end becomes confirmable too, so an idle slot
     /// follows the server's WAL instead of holding it (CASE-25). Receiving XLogData clears
     /// the flag: the caller sets it again once that data is handled.
     pub fn set_idle(&mut self, idle: bool) {
