@@ -480,14 +480,24 @@ async fn tls_follows_sslmode() {
         matches!(&error, ReplicationError::Authentication(e) if e.code == "28000"),
         "{error:?}"
     );
-    // SCRAM over TLS: the server offers SCRAM-SHA-256-PLUS, the client declines binding.
+    // SCRAM over TLS: the server offers SCRAM-SHA-256-PLUS and the exchange is bound to
+    // the certificate (tls-server-end-point, ECDSA-SHA256 here).
     let mut scram = tls_params(&server, "scram_tls", SslMode::Require, None);
     scram.password = Some(SecretString::from("tls-secret".to_owned()));
     let connection = ReplicationConnection::connect(&scram)
         .await
         .expect("scram over tls");
     assert!(connection.is_tls());
+    assert!(connection.is_channel_bound());
     connection.close().await;
+    scram.password = Some(SecretString::from("wrong".to_owned()));
+    let error = ReplicationConnection::connect(&scram)
+        .await
+        .expect_err("wrong password");
+    assert!(
+        matches!(&error, ReplicationError::Authentication(e) if e.code == "28P01"),
+        "{error:?}"
+    );
 
     // verify-full succeeds once the certificate names IP 127.0.0.1.
     use_certificate(&server, &certs, "ip");

@@ -216,6 +216,60 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
+/// The `tls-server-end-point` channel binding data of RFC 5929 for a server certificate:
+/// its hash with the certificate's signature hash, where MD5 and SHA-1 are replaced by
+/// SHA-256. `None` when the signature algorithm names no such hash (Ed25519, RSA-PSS), in
+/// which case SCRAM goes without channel binding, as PostgreSQL itself cannot bind then.
+pub fn server_end_point_hash(certificate_der: &[u8]) -> Option<Vec<u8>> {
+    use ring::digest;
+    let algorithm = match signature_algorithm_oid(certificate_der)? {
+        // md5WithRSA, sha1WithRSA, sha256WithRSA, ecdsa-with-SHA1, ecdsa-with-SHA256
+        [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x04 | 0x05 | 0x0B]
+        | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x01]
+        | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02] => &digest::SHA256,
+        // sha384WithRSA, ecdsa-with-SHA384
+        [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C]
+        | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03] => &digest::SHA384,
+        // sha512WithRSA, ecdsa-with-SHA512
+        [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0D]
+        | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x04] => &digest::SHA512,
+        _ => return None,
+    };
+    Some(digest::digest(algorithm, certificate_der).as_ref().to_vec())
+}
+
+/// The OID (content bytes) of `Certificate.signatureAlgorithm`:
+/// `SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE { OID, ... }, ... }`.
+fn signature_algorithm_oid(der: &[u8]) -> Option<&[u8]> {
+    let (certificate, _) = der_element(der, 0x30)?;
+    let (_tbs, rest) = der_element(certificate, 0x30)?;
+    let (algorithm, _) = der_element(rest, 0x30)?;
+    let (oid, _) = der_element(algorithm, 0x06)?;
+    Some(oid)
+}
+
+/// Splits one DER element with tag `tag` off `input`: (its content, what follows).
+/// Bounds-checked; definite lengths of up to four bytes, as certificates use.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = input.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7F);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (bytes, after) = (rest.get(..count)?, rest.get(count..)?);
+        rest = after;
+        bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b))
+    };
+    Some((rest.get(..len)?, rest.get(len..)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +308,28 @@ mod tests {
         let err = client_config(SslMode::VerifyCa, Some(&path)).expect_err("no roots");
         assert!(matches!(err, TlsError::NoRoots { .. }), "{err:?}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn der_walk_is_bounds_checked() {
+        assert_eq!(signature_algorithm_oid(&[]), None);
+        assert_eq!(
+            signature_algorithm_oid(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]),
+            None
+        );
+        assert_eq!(
+            signature_algorithm_oid(&[0x30, 0x03, 0x30, 0x05, 0x00]),
+            None
+        );
+        // SEQUENCE { SEQUENCE {}, SEQUENCE { OID ecdsa-with-SHA256 } }
+        let der = [
+            0x30, 0x0E, 0x30, 0x00, 0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04,
+            0x03, 0x02,
+        ];
+        assert_eq!(
+            signature_algorithm_oid(&der),
+            Some(&[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02][..])
+        );
+        assert_eq!(server_end_point_hash(&der).map(|h| h.len()), Some(32));
     }
 }

@@ -84,6 +84,10 @@ pub struct ReplicationConnection {
     backend_pid: i32,
     /// Whether the connection is encrypted.
     tls: bool,
+    /// `tls-server-end-point` data of the server certificate, for SCRAM-SHA-256-PLUS.
+    server_end_point: Option<Vec<u8>>,
+    /// SCRAM authentication was bound to the TLS channel.
+    channel_bound: bool,
 }
 
 impl ReplicationConnection {
@@ -110,12 +114,15 @@ impl ReplicationConnection {
             })?;
         // Status updates are tiny and latency-sensitive; Nagle would hold them back.
         let _ = tcp.set_nodelay(true);
-        let (io, tls) = negotiate_tls(tcp, params).await?;
+        let negotiated = negotiate_tls(tcp, params).await?;
+        let tls = negotiated.tls;
         let mut connection = ReplicationConnection {
-            framed: Framed::new(io, STARTUP_MAX_FRAME_LEN),
+            framed: Framed::new(negotiated.io, STARTUP_MAX_FRAME_LEN),
             parameters: HashMap::new(),
             backend_pid: 0,
             tls,
+            server_end_point: negotiated.server_end_point,
+            channel_bound: false,
         };
         connection.startup(params).await?;
         tracing::debug!(
@@ -140,6 +147,12 @@ impl ReplicationConnection {
     /// Whether the connection is encrypted with TLS.
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// Whether SCRAM authentication was bound to the TLS channel (SCRAM-SHA-256-PLUS), which
+    /// proves that no one between client and server terminated the TLS connection.
+    pub fn is_channel_bound(&self) -> bool {
+        self.channel_bound
     }
 
     /// Sends the startup message and authenticates, then waits for ReadyForQuery.
@@ -230,30 +243,33 @@ impl ReplicationConnection {
         }
     }
 
-    /// SCRAM-SHA-256 without channel binding.
-    ///
-    /// SCRAM-SHA-256-PLUS (tls-server-end-point) would need the hash algorithm of the server
-    /// certificate's signature; the client declines binding with the `n` flag instead, which
-    /// the server accepts unless the role requires channel binding (then it fails with a
-    /// typed authentication error).
+    /// SCRAM-SHA-256, bound to the TLS channel (SCRAM-SHA-256-PLUS with
+    /// `tls-server-end-point`) when the server offers it and the certificate's signature
+    /// names a hash; otherwise unbound.
     async fn scram(
         &mut self,
         password: &[u8],
         mechanisms: &[String],
     ) -> Result<(), ReplicationError> {
         const SCRAM: &str = "SCRAM-SHA-256";
-        if !mechanisms.iter().any(|m| m == SCRAM) {
-            return Err(unsupported(&format!("sasl {}", mechanisms.join(", "))));
-        }
-        // 'y' (supported but not offered) tells a TLS server that did not offer -PLUS that
-        // there was no downgrade; without TLS, or when -PLUS is offered and declined, 'n'.
-        let binding = if self.tls && !mechanisms.iter().any(|m| m == "SCRAM-SHA-256-PLUS") {
-            ChannelBinding::unrequested()
-        } else {
-            ChannelBinding::unsupported()
+        const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+        let offered = |name: &str| mechanisms.iter().any(|m| m == name);
+        let (mechanism, binding) = match &self.server_end_point {
+            Some(hash) if offered(SCRAM_PLUS) => (
+                SCRAM_PLUS,
+                ChannelBinding::tls_server_end_point(hash.clone()),
+            ),
+            _ if !offered(SCRAM) => {
+                return Err(unsupported(&format!("sasl {}", mechanisms.join(", "))))
+            }
+            // 'y' (supported but not offered) tells a TLS server that did not offer -PLUS
+            // that nothing downgraded it; without TLS, or when binding is impossible, 'n'.
+            _ if self.tls && !offered(SCRAM_PLUS) => (SCRAM, ChannelBinding::unrequested()),
+            _ => (SCRAM, ChannelBinding::unsupported()),
         };
+        self.channel_bound = mechanism == SCRAM_PLUS;
         let mut scram = ScramSha256::new(password, binding);
-        frontend::sasl_initial_response(SCRAM, scram.message(), self.framed.write_buf())
+        frontend::sasl_initial_response(mechanism, scram.message(), self.framed.write_buf())
             .map_err(invalid_input)?;
         self.framed.flush().await?;
         match self.read_message().await? {
@@ -389,23 +405,45 @@ pub(super) fn parse_message(frame: &mut BytesMut) -> Result<Message, Replication
     }
 }
 
+/// The transport after the TLS negotiation.
+struct Negotiated {
+    /// Plain TCP or TLS.
+    io: Box<dyn Transport>,
+    /// Whether `io` is encrypted.
+    tls: bool,
+    /// The server certificate's `tls-server-end-point` data, when it has any.
+    server_end_point: Option<Vec<u8>>,
+}
+
+impl Negotiated {
+    fn plain(io: Box<dyn Transport>) -> Negotiated {
+        Negotiated {
+            io,
+            tls: false,
+            server_end_point: None,
+        }
+    }
+}
+
 /// Sends SSLRequest when the sslmode asks for TLS, and upgrades the socket if the server
-/// agrees. Returns the transport and whether it is encrypted.
+/// agrees.
 async fn negotiate_tls(
     tcp: TcpStream,
     params: &ConnectParams,
-) -> Result<(Box<dyn Transport>, bool), ReplicationError> {
+) -> Result<Negotiated, ReplicationError> {
     let Some(config) = tls::client_config(params.sslmode, params.sslrootcert.as_deref())
         .map_err(ReplicationError::TlsConfig)?
     else {
-        return Ok((Box::new(tcp), false));
+        return Ok(Negotiated::plain(Box::new(tcp)));
     };
     let mut framed = Framed::new(Box::new(tcp), STARTUP_MAX_FRAME_LEN);
     frontend::ssl_request(framed.write_buf());
     framed.flush().await?;
     match framed.read_byte().await? {
         b'S' => {}
-        b'N' if params.sslmode == SslMode::Prefer => return Ok((framed.into_inner(), false)),
+        b'N' if params.sslmode == SslMode::Prefer => {
+            return Ok(Negotiated::plain(framed.into_inner()))
+        }
         b'N' => return Err(ReplicationError::TlsRefused),
         other => {
             return Err(protocol(format!(
@@ -429,7 +467,17 @@ async fn negotiate_tls(
             host: params.host.clone(),
             source,
         })?;
-    Ok((Box::new(stream), true))
+    let end_point = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|certificate| tls::server_end_point_hash(certificate));
+    Ok(Negotiated {
+        io: Box::new(stream),
+        tls: true,
+        server_end_point: end_point,
+    })
 }
 
 /// Logs a NoticeResponse: it never changes what the connection does.
