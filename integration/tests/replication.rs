@@ -789,3 +789,47 @@ async fn missing_slot_and_active_slot_halt_with_hints() {
     assert_eq!(error.disposition(), Disposition::Halt);
     assert!(error.hint().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_26_invalidated_slot_halts_with_a_hint() {
+    let server = start(PgServerOptions {
+        settings: vec![("max_slot_wal_keep_size".to_owned(), "1MB".to_owned())],
+        ..PgServerOptions::default()
+    });
+    create_slot(&server, "s");
+    sql(
+        &server,
+        "insert into t values (1, 'written while the connector was down')",
+    );
+    // Each switch after a write starts a new 16 MB segment: the slot falls far behind its
+    // 1 MB allowance without writing that much WAL, and the checkpoint invalidates it.
+    for n in 2..6 {
+        sql(&server, &format!("insert into noisy (v) values ('{n}')"));
+        sql(&server, "select pg_switch_wal()");
+    }
+    sql(&server, "checkpoint");
+    assert_eq!(
+        sql(
+            &server,
+            "select wal_status from pg_replication_slots where slot_name = 's'"
+        ),
+        "lost"
+    );
+
+    let mut resilient = ResilientStream::new(
+        params(&server, "postgres", None),
+        stream_options("s"),
+        Backoff::default(),
+    );
+    let error = timeout(WAIT, resilient.next_event())
+        .await
+        .expect("no retry loop")
+        .expect_err("invalidated slot");
+    assert!(
+        matches!(error, ReplicationError::SlotInvalidated { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.code(), Some("55000"));
+    assert_eq!(error.disposition(), Disposition::Halt);
+    assert!(error.hint().is_some_and(|h| h.contains("setup --apply")));
+}

@@ -314,11 +314,18 @@ impl ReplicationError {
                 server: Box::new(error),
             },
             "55000" if message.contains("wal_level") => ReplicationError::WalLevel(Box::new(error)),
-            // "can no longer get changes from replication slot" (PG 15) and "This slot has
-            // been invalidated" (PG 16+) both mean WAL the slot needed is gone.
+            // PG 15 says "cannot read from logical replication slot" with the detail "This
+            // slot has been invalidated because it exceeded the maximum reserved size." at
+            // START_REPLICATION, and "can no longer get changes from replication slot" when
+            // decoding from it; either way WAL the slot needed is gone.
             "55000"
                 if message.contains("can no longer get changes")
-                    || message.contains("invalidated") =>
+                    || message.contains("cannot read from logical replication slot")
+                    || message.contains("invalidated")
+                    || error
+                        .detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains("invalidated")) =>
             {
                 ReplicationError::SlotInvalidated {
                     slot,
@@ -365,6 +372,13 @@ mod tests {
                 "55000",
                 "can no longer get changes from replication slot \"s\"",
             ),
+            ServerError {
+                detail: Some(
+                    "This slot has been invalidated because it exceeded the maximum reserved size."
+                        .into(),
+                ),
+                ..server("55000", "cannot read from logical replication slot \"s\"")
+            },
             server("55000", "logical decoding requires wal_level >= logical"),
         ];
         for case in cases {
