@@ -1,11 +1,25 @@
-//! The command line: `setup`, `check`, `tail` (and `run` once the Kafka side lands).
+//! The command line: `setup`, `check`, `tail` and `run`.
 //!
 //! Every flag can also come from an `ENTITY_CDC_…` environment variable, so that a container
 //! is configured the same way as a shell.
 
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::pipeline::{self, PipelineError};
+use crate::source::change::SourceEvent;
+use crate::source::reader::{ReadError, ReadItem};
+use crate::source::setup::{self, SetupError};
+use crate::source::sql::{self, SqlError};
+use crate::source::{check, tail, DatabaseTarget, OpenError, SourceSettings, TableRef};
+use crate::source;
 
 /// Change data capture from PostgreSQL to Kafka, as the metamodel's entity events.
 #[derive(Debug, Parser)]
@@ -53,4 +67,173 @@ pub enum Command {
         #[arg(long, env = "ENTITY_CDC_TEMPORARY")]
         temporary: bool,
     },
+    /// Run the pipeline: changes of the entity tables become entity events on Kafka; the
+    /// slot is confirmed once Kafka has them. SIGINT or SIGTERM drains and stops.
+    Run,
+}
+
+/// Why a command failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// connector.yaml is missing, unreadable or invalid (exit 78).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be reached or queried.
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    /// Setup could not plan or apply.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The source could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Reading changes failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The pipeline stopped with an error.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// Stdout was closed or failed.
+    #[error("writing to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+    /// The signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+impl CommandError {
+    /// 78 (EX_CONFIG) for configuration errors, 1 for everything else.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CommandError::Config(_) => ExitCode::from(EXIT_CONFIG),
+            _ => ExitCode::FAILURE,
+        }
+    }
+
+    /// What an operator should do, where known.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            CommandError::Setup(e) => e.hint(),
+            CommandError::Open(e) => e.hint(),
+            CommandError::Read(ReadError::Replication(e)) => e.hint().map(str::to_owned),
+            CommandError::Pipeline(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// sysexits.h's EX_CONFIG: the configuration is wrong.
+pub const EXIT_CONFIG: u8 = 78;
+/// `check` found something that would stop the connector.
+pub const EXIT_NOT_READY: u8 = 2;
+
+/// Runs the parsed command line.
+pub async fn execute(cli: Cli) -> Result<ExitCode, CommandError> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Setup { apply } => setup(&config, apply).await,
+        Command::Check => check(&config).await,
+        Command::Tail { temporary } => tail(&config, temporary).await,
+        Command::Run => run(&config).await,
+    }
+}
+
+/// The database target that connector.yaml describes: its entity tables.
+pub fn database_target(config: &Config) -> DatabaseTarget {
+    DatabaseTarget {
+        params: config.source.connect_params(),
+        publication: config.source.publication.clone(),
+        slot: config.source.slot.clone(),
+        tables: config
+            .entities
+            .iter()
+            .map(|e| TableRef::new(e.table.schema.clone(), e.table.name.clone()))
+            .collect(),
+    }
+}
+
+async fn setup(config: &Config, apply: bool) -> Result<ExitCode, CommandError> {
+    let target = database_target(config);
+    let mut client = sql::connect(&target.params).await?;
+    let plan = setup::plan(&client, &target).await?;
+    println!("{}", plan.render());
+    if apply && !plan.is_empty() {
+        setup::apply(&mut client, &plan).await?;
+        println!("applied {} statement(s)", plan.steps.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(config: &Config) -> Result<ExitCode, CommandError> {
+    let target = database_target(config);
+    let client = sql::connect(&target.params).await?;
+    let report = check::check(&client, &target).await?;
+    println!("{}", report.render());
+    Ok(if report.is_ready() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NOT_READY) })
+}
+
+/// A token cancelled at the first SIGINT or SIGTERM.
+fn shutdown_signal() -> Result<CancellationToken, CommandError> {
+    let token = CancellationToken::new();
+    let mut terminate = signal(SignalKind::terminate()).map_err(CommandError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(CommandError::Signals)?;
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => info!("SIGTERM received; stopping"),
+            _ = interrupt.recv() => info!("SIGINT received; stopping"),
+        }
+        cancel.cancel();
+    });
+    Ok(token)
+}
+
+async fn tail(config: &Config, temporary: bool) -> Result<ExitCode, CommandError> {
+    let mut settings = SourceSettings::from_config(config);
+    if temporary {
+        settings.temporary_slot = true;
+        settings.slot = format!("entity_cdc_tail_{}", std::process::id());
+    }
+    let cancel = shutdown_signal()?;
+    let mut reader = source::open_reader(&settings).await?;
+    info!(slot = %settings.slot, publication = %settings.publication, "tailing");
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = loop {
+        let item = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Ok(()),
+            item = reader.next() => item,
+        };
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => break Err(CommandError::Read(e)),
+        };
+        if let Some(line) = tail::item_json(&item) {
+            if let Err(e) = writeln!(out, "{line}") {
+                break Err(CommandError::Stdout(e));
+            }
+        }
+        if let ReadItem::Event(SourceEvent::Commit { end_lsn, .. }) = item {
+            // The transaction is on stdout once flushed: only then may the slot move on.
+            if let Err(e) = out.flush() {
+                break Err(CommandError::Stdout(e));
+            }
+            reader.stream().confirm(end_lsn);
+            reader.stream().set_idle(true);
+        }
+    };
+    let _ = out.flush();
+    drop(out);
+    if let Err(e) = reader.stream().send_status().await {
+        warn!(error = %e, "could not send the final status update");
+    }
+    reader.close().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn run(config: &Config) -> Result<ExitCode, CommandError> {
+    let cancel = shutdown_signal()?;
+    pipeline::run(config, cancel).await?;
+    Ok(ExitCode::SUCCESS)
 }

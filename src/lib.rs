@@ -25,7 +25,12 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod error;
+pub mod event;
+pub mod model;
+pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod telemetry;

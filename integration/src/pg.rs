@@ -244,9 +244,12 @@ impl PgServer {
     fn stop_child(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGINT is PostgreSQL's fast shutdown: clients are disconnected, WAL is flushed.
+            // As root the child is `runuser`, which does not forward SIGINT: signal the
+            // postmaster itself (first line of postmaster.pid), or it outlives the test.
+            let pid = self.postmaster_pid().unwrap_or(child.id());
             let _ = Command::new("kill")
                 .arg("-INT")
-                .arg(child.id().to_string())
+                .arg(pid.to_string())
                 .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
@@ -258,6 +261,12 @@ impl PgServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The postmaster's process id, from `postmaster.pid` in the data directory.
+    fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// The folder holding PostgreSQL's programs (initdb, postgres, pg_recvlogical, ...).

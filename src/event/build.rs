@@ -138,7 +138,7 @@ fn event(
     });
     let mode = entity.streaming.event_payload_mode;
     let mut unavailable = Vec::new();
-    let mut row = |r: &Row| {
+    let row = |r: &Row, unavailable: &mut Vec<String>| {
         let (json, missing) = relation.row_json(r);
         for m in missing {
             if !unavailable.contains(&m) {
@@ -153,18 +153,20 @@ fn event(
     let body = match (mode, change_type) {
         (PayloadMode::Minimal, _) => Body::Minimal,
         (_, ChangeType::Create) => {
-            let payload = new.map(&mut row).unwrap_or_default();
+            let payload = new.map(|r| row(r, &mut unavailable)).unwrap_or_default();
             let full_snapshot = (mode == PayloadMode::Full).then(|| payload.clone());
             Body::Create { payload, full_snapshot }
         }
         (_, ChangeType::Update) => {
             let changes = diff(binding, old, new, &mut unavailable);
-            let full_snapshot = if mode == PayloadMode::Full { new.map(&mut row) } else { None };
+            let full_snapshot =
+                if mode == PayloadMode::Full { new.map(|r| row(r, &mut unavailable)) } else { None };
             Body::Update { changes, full_snapshot }
         }
         (_, ChangeType::Delete) => {
             let key = key_object(binding, current);
-            let full_snapshot = if mode == PayloadMode::Full { old.map(&mut row) } else { None };
+            let full_snapshot =
+                if mode == PayloadMode::Full { old.map(|r| row(r, &mut unavailable)) } else { None };
             Body::Delete { key, full_snapshot }
         }
     };

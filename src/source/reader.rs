@@ -236,6 +236,7 @@ impl ChangeReader {
     ) -> Result<Option<ReadItem>, ReadError> {
         let item = match message {
             LogicalMessage::Begin { final_lsn, commit_ts, xid } => {
+                let commit_ts = commit_ts.0;
                 self.open = Some(OpenTransaction {
                     xid,
                     commit_lsn: final_lsn,
@@ -246,6 +247,7 @@ impl ChangeReader {
                 SourceEvent::Begin { xid, commit_lsn: final_lsn, commit_ts }
             }
             LogicalMessage::Commit { commit_lsn, end_lsn, commit_ts, .. } => {
+                let commit_ts = commit_ts.0;
                 let open = self.open.take();
                 let (xid, event_count) = open.map_or((0, 0), |o| (o.xid, o.next_index));
                 SourceEvent::Commit { xid, commit_lsn, end_lsn, commit_ts, event_count }
@@ -535,21 +537,24 @@ impl TypeResolver {
         }
         let info = catalog::type_info(&self.client, oid).await?;
         if depth >= MAX_TYPE_DEPTH {
-            return Ok(PgType::Other { name: info.name });
+            return Ok(PgType::Other { name: format!("{}.{}", info.namespace, info.name) });
         }
-        let resolved = if info.typtype == b'd' {
-            let base = Box::pin(self.lookup(info.base_type_oid, info.base_typmod, depth + 1))
-                .await?;
-            PgType::Domain { name: info.name, base: Box::new(base) }
-        } else if info.typtype == b'e' {
-            PgType::Enum { name: info.name }
-        } else if let Some(element_oid) = info.element_oid.filter(|_| info.typcategory == b'A')
-        {
+        let name = if info.namespace == "pg_catalog" {
+            info.name.clone()
+        } else {
+            format!("{}.{}", info.namespace, info.name)
+        };
+        let resolved = if let (true, Some(base_oid)) = (info.typtype == 'd', info.base_type_oid) {
+            let base = Box::pin(self.lookup(base_oid, info.base_typmod, depth + 1)).await?;
+            PgType::Domain { name, base: Box::new(base) }
+        } else if info.typtype == 'e' {
+            PgType::Enum { name }
+        } else if let Some(element_oid) = info.element_oid.filter(|_| info.typcategory == 'A') {
             // An array column carries the array type's typmod, which applies to its elements.
             let element = Box::pin(self.lookup(element_oid, typmod, depth + 1)).await?;
             PgType::Array { element: Box::new(element), delimiter: info.delimiter }
         } else {
-            PgType::Other { name: info.name }
+            PgType::Other { name }
         };
         Ok(resolved)
     }
