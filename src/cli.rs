@@ -14,19 +14,24 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::pipeline::{self, PipelineError};
+use crate::source;
 use crate::source::change::SourceEvent;
 use crate::source::reader::{ReadError, ReadItem};
 use crate::source::setup::{self, SetupError};
 use crate::source::sql::{self, SqlError};
 use crate::source::{check, tail, DatabaseTarget, OpenError, SourceSettings, TableRef};
-use crate::source;
 
 /// Change data capture from PostgreSQL to Kafka, as the metamodel's entity events.
 #[derive(Debug, Parser)]
 #[command(name = "entity-cdc", version, about, long_about = None)]
 pub struct Cli {
     /// The connector configuration.
-    #[arg(long, global = true, env = "ENTITY_CDC_CONFIG", default_value = "connector.yaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "ENTITY_CDC_CONFIG",
+        default_value = "connector.yaml"
+    )]
     pub config: PathBuf,
 
     /// Log format: `text` for terminals, `json` for log collectors.
@@ -169,7 +174,11 @@ async fn check(config: &Config) -> Result<ExitCode, CommandError> {
     let client = sql::connect(&target.params).await?;
     let report = check::check(&client, &target).await?;
     println!("{}", report.render());
-    Ok(if report.is_ready() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NOT_READY) })
+    Ok(if report.is_ready() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_READY)
+    })
 }
 
 /// A token cancelled at the first SIGINT or SIGTERM.

@@ -28,10 +28,10 @@ use crate::config::Config;
 use crate::error::Disposition;
 use crate::event::{build_events, topic_name, BuildError, ChangeType};
 use crate::model::{BindError, EntityModel, TransactionContext, CONTEXT_PREFIX};
+use crate::sink::{Delivery, KafkaSink, Record, SinkError, SinkSettings};
 use crate::source::change::{Change, SourceEvent};
 use crate::source::reader::{ChangeReader, Confirmation, ReadError, ReadItem, Undecodable};
 use crate::source::{catalog, Lsn, SourceSettings};
-use crate::sink::{Delivery, KafkaSink, Record, SinkError, SinkSettings};
 
 /// How long a graceful stop waits for Kafka to acknowledge what is in flight. Long enough
 /// for librdkafka's own retries of a slow batch; past it the process exits without
@@ -114,7 +114,10 @@ struct SharedWatermark {
 
 impl SharedWatermark {
     fn new(start: Lsn) -> (SharedWatermark, watch::Receiver<Confirmation>) {
-        let (tx, rx) = watch::channel(Confirmation { lsn: start, idle: true });
+        let (tx, rx) = watch::channel(Confirmation {
+            lsn: start,
+            idle: true,
+        });
         let shared = SharedWatermark {
             inner: Arc::new(Mutex::new(Watermark::new(start))),
             feed: Arc::new(tx),
@@ -125,7 +128,10 @@ impl SharedWatermark {
     fn with<T>(&self, f: impl FnOnce(&mut Watermark) -> T) -> T {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let out = f(&mut guard);
-        let confirmation = Confirmation { lsn: guard.confirmed(), idle: guard.is_idle() };
+        let confirmation = Confirmation {
+            lsn: guard.confirmed(),
+            idle: guard.is_idle(),
+        };
         drop(guard);
         self.feed.send_if_modified(|current| {
             let changed = *current != confirmation;
@@ -136,11 +142,17 @@ impl SharedWatermark {
     }
 
     fn in_flight(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).in_flight()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .in_flight()
     }
 
     fn confirmed(&self) -> Lsn {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).confirmed()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .confirmed()
     }
 }
 
@@ -149,7 +161,8 @@ pub fn sink_settings(config: &Config) -> SinkSettings {
     let mut settings = SinkSettings::new(config.kafka.bootstrap_servers.clone());
     settings.librdkafka = config.kafka.librdkafka.clone();
     settings.create_topics = config.kafka.topics.create;
-    settings.topic_partitions = i32::try_from(config.kafka.topics.partitions.get()).unwrap_or(i32::MAX);
+    settings.topic_partitions =
+        i32::try_from(config.kafka.topics.partitions.get()).unwrap_or(i32::MAX);
     settings.topic_replication_factor = i32::from(config.kafka.topics.replication_factor.get());
     settings
 }
@@ -278,13 +291,21 @@ impl SourceLoop {
         Ok(self.summary)
     }
 
-    async fn handle(&mut self, reader: &mut ChangeReader, item: ReadItem) -> Result<(), PipelineError> {
+    async fn handle(
+        &mut self,
+        reader: &mut ChangeReader,
+        item: ReadItem,
+    ) -> Result<(), PipelineError> {
         match item {
             ReadItem::Event(SourceEvent::Begin { commit_lsn, .. }) => {
                 self.context = None;
                 self.watermark.with(|w| w.open(commit_lsn))?;
             }
-            ReadItem::Event(SourceEvent::Commit { commit_lsn, end_lsn, .. }) => {
+            ReadItem::Event(SourceEvent::Commit {
+                commit_lsn,
+                end_lsn,
+                ..
+            }) => {
                 self.context = None;
                 self.watermark.with(|w| w.close(commit_lsn, end_lsn))?;
             }
@@ -292,15 +313,29 @@ impl SourceLoop {
                 self.summary.changes += 1;
                 self.change(reader, change).await?;
             }
-            ReadItem::Event(SourceEvent::Truncate { relations, commit_lsn, .. }) => {
+            ReadItem::Event(SourceEvent::Truncate {
+                relations,
+                commit_lsn,
+                ..
+            }) => {
                 for relation in relations {
-                    if self.model.entity_for(&relation.schema, &relation.name).is_some() {
+                    if self
+                        .model
+                        .entity_for(&relation.schema, &relation.name)
+                        .is_some()
+                    {
                         warn!(relation = %relation.qualified_name(), lsn = %commit_lsn,
                             "truncate of an entity table: no entity events are produced for it");
                     }
                 }
             }
-            ReadItem::Event(SourceEvent::Message { transactional, prefix, content, lsn, .. }) => {
+            ReadItem::Event(SourceEvent::Message {
+                transactional,
+                prefix,
+                content,
+                lsn,
+                ..
+            }) => {
                 if transactional && prefix == CONTEXT_PREFIX {
                     match TransactionContext::parse(&content) {
                         Ok(context) => self.context = Some(context),
@@ -331,14 +366,25 @@ impl SourceLoop {
         Ok(())
     }
 
-    async fn change(&mut self, reader: &mut ChangeReader, change: Change) -> Result<(), PipelineError> {
+    async fn change(
+        &mut self,
+        reader: &mut ChangeReader,
+        change: Change,
+    ) -> Result<(), PipelineError> {
         let primary_key = if self.model.is_bound(&change.relation)
-            || self.model.entity_for(&change.relation.schema, &change.relation.name).is_none()
+            || self
+                .model
+                .entity_for(&change.relation.schema, &change.relation.name)
+                .is_none()
         {
             Vec::new()
         } else {
-            catalog::primary_key(reader.catalog(), &change.relation.schema, &change.relation.name)
-                .await?
+            catalog::primary_key(
+                reader.catalog(),
+                &change.relation.schema,
+                &change.relation.name,
+            )
+            .await?
         };
         let Some(binding) = self.model.bind(&change.relation, &primary_key)? else {
             self.summary.skipped += 1;
@@ -377,7 +423,11 @@ impl SourceLoop {
     }
 
     async fn dead_letter_undecodable(&mut self, bad: Undecodable) -> Result<(), PipelineError> {
-        if self.model.entity_for(&bad.relation.schema, &bad.relation.name).is_none() {
+        if self
+            .model
+            .entity_for(&bad.relation.schema, &bad.relation.name)
+            .is_none()
+        {
             self.summary.skipped += 1;
             return Ok(());
         }
@@ -399,9 +449,15 @@ impl SourceLoop {
         self.send_dead_letter(bad.commit_lsn, &letter).await
     }
 
-    async fn send_dead_letter(&mut self, commit_lsn: Lsn, letter: &DeadLetter) -> Result<(), PipelineError> {
+    async fn send_dead_letter(
+        &mut self,
+        commit_lsn: Lsn,
+        letter: &DeadLetter,
+    ) -> Result<(), PipelineError> {
         let position = self.watermark.with(|w| w.add_event(commit_lsn))?;
-        self.sink.send(dead_letter_record(&self.dlq_topic, letter, position)).await;
+        self.sink
+            .send(dead_letter_record(&self.dlq_topic, letter, position))
+            .await;
         self.summary.dead_lettered += 1;
         Ok(())
     }
@@ -425,13 +481,20 @@ impl DeliveryTask {
         result
     }
 
-    async fn receive(&self, reports: &mut crate::sink::DeliveryReports) -> Result<(), PipelineError> {
+    async fn receive(
+        &self,
+        reports: &mut crate::sink::DeliveryReports,
+    ) -> Result<(), PipelineError> {
         while let Some(delivery) = reports.recv().await {
             match delivery {
                 Delivery::Delivered { position, .. } => {
                     self.watermark.with(|w| w.ack(position))?;
                 }
-                Delivery::Failed { position, error, record } => {
+                Delivery::Failed {
+                    position,
+                    error,
+                    record,
+                } => {
                     self.failed(position, error, *record).await?;
                 }
             }
@@ -443,7 +506,12 @@ impl DeliveryTask {
     /// dead-letter topic with the same position, so its transaction is confirmed once the
     /// dead-letter record is in. Anything else stops the pipeline without confirming it:
     /// the next start reads it again.
-    async fn failed(&self, position: Position, error: SinkError, record: Record) -> Result<(), PipelineError> {
+    async fn failed(
+        &self,
+        position: Position,
+        error: SinkError,
+        record: Record,
+    ) -> Result<(), PipelineError> {
         let event_id = record
             .headers
             .iter()
@@ -459,7 +527,9 @@ impl DeliveryTask {
                 source: json!({ "topic": record.topic }),
                 original: Some(record),
             };
-            self.sink.send(dead_letter_record(&self.dlq_topic, &letter, position)).await;
+            self.sink
+                .send(dead_letter_record(&self.dlq_topic, &letter, position))
+                .await;
             return Ok(());
         }
         Err(PipelineError::Delivery {

@@ -22,8 +22,11 @@ pub struct CaseSql {
 
 /// Reads `integration/cases/<name>.sql` and splits it at `-- @@CAPTURE@@`.
 pub fn case_sql(name: &str) -> Result<CaseSql> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cases").join(format!("{name}.sql"));
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("cases")
+        .join(format!("{name}.sql"));
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let (setup, rest) = text
         .split_once("-- @@CAPTURE@@")
         .ok_or_else(|| anyhow!("{} has no -- @@CAPTURE@@ line", path.display()))?;
@@ -32,8 +35,14 @@ pub fn case_sql(name: &str) -> Result<CaseSql> {
         None => (rest.to_owned(), None),
     };
     // The marker line's own comment continues after the marker: drop that line's rest.
-    let capture = capture.split_once('\n').map_or(String::new(), |(_, body)| body.to_owned());
-    Ok(CaseSql { setup: setup.to_owned(), capture, after })
+    let capture = capture
+        .split_once('\n')
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    Ok(CaseSql {
+        setup: setup.to_owned(),
+        capture,
+        after,
+    })
 }
 
 /// Source settings for database `db` on `server`, slot `slot`, publication `publication`.
@@ -65,7 +74,10 @@ pub async fn capture_case(server: &PgServer, name: &str) -> Result<Vec<ReadItem>
     server.create_database(&db)?;
     server.psql_file(&db, &sql.setup, true)?;
     let slot = format!("slot_{db}");
-    server.psql_db(&db, &format!("select pg_create_logical_replication_slot('{slot}', 'pgoutput')"))?;
+    server.psql_db(
+        &db,
+        &format!("select pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+    )?;
     server.psql_file(&db, &sql.capture, false)?;
     let publication = format!("cdc_{}", db.replace('_', ""));
     let items = read_all(server, &db, &slot, &publication).await?;
@@ -83,7 +95,7 @@ pub async fn read_all(
     publication: &str,
 ) -> Result<Vec<ReadItem>> {
     let target: Lsn = server
-        .psql_db(db, "select pg_current_wal_lsn()")?
+        .psql_db(db, "select pg_current_wal_insert_lsn()")?
         .parse()
         .context("parsing pg_current_wal_lsn")?;
     let mut reader = entity_cdc::source::open_reader(&settings(server, db, slot, publication))

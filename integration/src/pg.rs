@@ -372,8 +372,24 @@ impl PgServer {
         std::io::Write::write_all(&mut file, sql.as_bytes()).context("writing the SQL file")?;
         let out = Command::new(self.bin_dir.join("psql"))
             .args(["-X", "-q", "-A", "-t"])
-            .args(["-v", if stop_on_error { "ON_ERROR_STOP=1" } else { "ON_ERROR_STOP=0" }])
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .args([
+                "-v",
+                if stop_on_error {
+                    "ON_ERROR_STOP=1"
+                } else {
+                    "ON_ERROR_STOP=0"
+                },
+            ])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
             .arg("-f")
             .arg(file.path())
             .output()

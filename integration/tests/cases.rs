@@ -17,7 +17,10 @@ fn server() -> PgServer {
 
 fn server_with(settings: &[(&str, &str)]) -> PgServer {
     let options = PgServerOptions {
-        settings: settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        settings: settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         ..PgServerOptions::default()
     };
     match PgServer::start_with(options) {
@@ -65,12 +68,24 @@ async fn case_01_numeric_nan_and_infinity_are_kept() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"free_num":"NaN","bound_num":"NaN","note":"both NaN"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":2,"free_num":"Infinity","bound_num":1.50,"note":"plus infinity"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":3,"free_num":"-Infinity","bound_num":0.00,"note":"minus infinity, signed zero"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"free_num":"NaN","bound_num":"NaN","note":"both NaN"}},"new":{{"id":1,"free_num":"NaN","bound_num":"NaN","note":"both NaN"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"update","old":{{"id":2,"free_num":"Infinity","bound_num":1.50,"note":"plus infinity"}},"new":{{"id":2,"free_num":42,"bound_num":1.50,"note":"finite now"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"delete","old":{{"id":3,"free_num":"-Infinity","bound_num":0.00,"note":"minus infinity, signed zero"}}}}"#),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"free_num":"NaN","bound_num":"NaN","note":"both NaN"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":2,"free_num":"Infinity","bound_num":1.50,"note":"plus infinity"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":3,"free_num":"-Infinity","bound_num":0.00,"note":"minus infinity, signed zero"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"free_num":"NaN","bound_num":"NaN","note":"both NaN"}},"new":{{"id":1,"free_num":"NaN","bound_num":"NaN","note":"both NaN"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"update","old":{{"id":2,"free_num":"Infinity","bound_num":1.50,"note":"plus infinity"}},"new":{{"id":2,"free_num":42,"bound_num":1.50,"note":"finite now"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"delete","old":{{"id":3,"free_num":"-Infinity","bound_num":0.00,"note":"minus infinity, signed zero"}}}}"#
+            ),
         ],
     );
     // NaN compares equal to NaN at the text level: the no-op update changes nothing.
@@ -86,16 +101,29 @@ async fn case_02_numeric_precision_and_scale_are_exact() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"free_num":200,"wide":1.0000000000,"hundreds":1200,"tiny":0.00123}}}}"#),
-            &format!(r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"free_num":1.50,"wide":12345678901234567890123456789012345678901234567890.0123456789,"hundreds":9876500,"tiny":0.00999}}}}"#),
-            &format!(r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"free_num":0.000000000000000000000000000001,"wide":-0.0000000001,"hundreds":-200,"tiny":-0.00001}}}}"#),
-            &format!(r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"free_num":123456789012345678901234567890.123456789012345678901234567890,"wide":null,"hundreds":null,"tiny":null}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"free_num":200,"wide":1.0000000000,"hundreds":1200,"tiny":0.00123}},"new":{{"id":1,"free_num":200.000,"wide":1.0000000000,"hundreds":1200,"tiny":0.00123}}}}"#),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"free_num":200,"wide":1.0000000000,"hundreds":1200,"tiny":0.00123}}}}"#
+            ),
+            &format!(
+                r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"free_num":1.50,"wide":12345678901234567890123456789012345678901234567890.0123456789,"hundreds":9876500,"tiny":0.00999}}}}"#
+            ),
+            &format!(
+                r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"free_num":0.000000000000000000000000000001,"wide":-0.0000000001,"hundreds":-200,"tiny":-0.00001}}}}"#
+            ),
+            &format!(
+                r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"free_num":123456789012345678901234567890.123456789012345678901234567890,"wide":null,"hundreds":null,"tiny":null}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"free_num":200,"wide":1.0000000000,"hundreds":1200,"tiny":0.00123}},"new":{{"id":1,"free_num":200.000,"wide":1.0000000000,"hundreds":1200,"tiny":0.00123}}}}"#
+            ),
         ],
     );
     // The same number with another scale is a change: the diff compares the emitted text.
     let update = changes(&items)[4];
-    assert_ne!(update.old.as_ref().map(|r| &r[1]), update.new.as_ref().map(|r| &r[1]));
+    assert_ne!(
+        update.old.as_ref().map(|r| &r[1]),
+        update.new.as_ref().map(|r| &r[1])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,12 +134,24 @@ async fn case_04_infinity_bc_and_far_future_dates() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"valid_on":"infinity","starts_at":"-infinity","ends_at":"infinity"}}}}"#),
-            &format!(r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"valid_on":"-0043-03-15","starts_at":"0000-12-31T23:59:59.999999","ends_at":"0000-01-01T00:00:00Z"}}}}"#),
-            &format!(r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"valid_on":"+10000-01-01","starts_at":"+294276-12-31T23:59:59.999999","ends_at":"+12345-06-07T08:09:10.500000Z"}}}}"#),
-            &format!(r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"valid_on":"-4712-01-01","starts_at":"1970-01-01T00:00:00","ends_at":"2000-01-01T00:00:00Z"}}}}"#),
-            &format!(r#"{{"index":4,{rel},"change":"insert","new":{{"id":5,"valid_on":"+5874897-12-31","starts_at":null,"ends_at":null}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"valid_on":"infinity","starts_at":"-infinity","ends_at":"infinity"}},"new":{{"id":1,"valid_on":"infinity","starts_at":"-infinity","ends_at":"-infinity"}}}}"#),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"valid_on":"infinity","starts_at":"-infinity","ends_at":"infinity"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"valid_on":"-0043-03-15","starts_at":"0000-12-31T23:59:59.999999","ends_at":"0000-01-01T00:00:00Z"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"valid_on":"+10000-01-01","starts_at":"+294276-12-31T23:59:59.999999","ends_at":"+12345-06-07T08:09:10.500000Z"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"valid_on":"-4712-01-01","starts_at":"1970-01-01T00:00:00","ends_at":"2000-01-01T00:00:00Z"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":4,{rel},"change":"insert","new":{{"id":5,"valid_on":"+5874897-12-31","starts_at":null,"ends_at":null}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"valid_on":"infinity","starts_at":"-infinity","ends_at":"infinity"}},"new":{{"id":1,"valid_on":"infinity","starts_at":"-infinity","ends_at":"-infinity"}}}}"#
+            ),
         ],
     );
     // The values behind the text: days and microseconds since the Unix epoch.
@@ -142,11 +182,21 @@ async fn case_06_interval_components_stay_apart() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"span":"P1Y2M3DT4H5M6.789S","spans":["P1D","PT24H"]}}}}"#),
-            &format!(r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"span":"P-1Y2DT-3H","spans":null}}}}"#),
-            &format!(r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"span":"P1M","spans":["P30D"]}}}}"#),
-            &format!(r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"span":"PT49444H26M40S","spans":null}}}}"#),
-            &format!(r#"{{"index":4,{rel},"change":"insert","new":{{"id":5,"span":"PT-0.000001S","spans":null}}}}"#),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"span":"P1Y2M3DT4H5M6.789S","spans":["P1D","PT24H"]}}}}"#
+            ),
+            &format!(
+                r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"span":"P-1Y2DT-3H","spans":null}}}}"#
+            ),
+            &format!(
+                r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"span":"P1M","spans":["P30D"]}}}}"#
+            ),
+            &format!(
+                r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"span":"PT49444H26M40S","spans":null}}}}"#
+            ),
+            &format!(
+                r#"{{"index":4,{rel},"change":"insert","new":{{"id":5,"span":"PT-0.000001S","spans":null}}}}"#
+            ),
         ],
     );
     let spans: Vec<Interval> = changes(&items)
@@ -172,10 +222,18 @@ async fn case_07_json_text_is_kept_verbatim() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"raw":"{{\"k\":\"caf\\u00e9\",\"k\":\"dup\",  \"z\":1.10}}","canon":"{{\"k\": \"dup\", \"z\": 1.10}}","body":"plain"}}}}"#),
-            &format!(r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"raw":"{{\"nul\":\"a\\u0000b\"}}","canon":"{{\"emoji\": \"😀\", \"quote\": \"say \\\"hi\\\"\"}}","body":"tab\there\nnew line \u0001 ctrl"}}}}"#),
-            &format!(r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"raw":"\"\\u2028\"","canon":"null","body":"back\\slash \"quoted\""}}}}"#),
-            &format!(r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"raw":null,"canon":"{{}}","body":""}}}}"#),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"raw":"{{\"k\":\"caf\\u00e9\",\"k\":\"dup\",  \"z\":1.10}}","canon":"{{\"k\": \"dup\", \"z\": 1.10}}","body":"plain"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"raw":"{{\"nul\":\"a\\u0000b\"}}","canon":"{{\"emoji\": \"😀\", \"quote\": \"say \\\"hi\\\"\"}}","body":"tab\there\nnew line \u0001 ctrl"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"raw":"\"\\u2028\"","canon":"null","body":"back\\slash \"quoted\""}}}}"#
+            ),
+            &format!(
+                r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"raw":null,"canon":"{{}}","body":""}}}}"#
+            ),
         ],
     );
 }
@@ -188,10 +246,18 @@ async fn case_09_arrays_keep_shape_nulls_and_bounds() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"ints":[[1,2],[3,null]],"words":["NULL",null,"null"],"boxes":null}}}}"#),
-            &format!(r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"ints":[],"words":["","a,b","say \"hi\"","back\\slash"," lead","{{x}}"],"boxes":null}}}}"#),
-            &format!(r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"ints":[7,8],"ints__lbound":[0],"words":[],"boxes":["(1,1),(0,0)","(3,3),(2,2)"]}}}}"#),
-            &format!(r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"ints":[[[1]],[[2]]],"words":[],"boxes":[]}}}}"#),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"ints":[[1,2],[3,null]],"words":["NULL",null,"null"],"boxes":null}}}}"#
+            ),
+            &format!(
+                r#"{{"index":1,{rel},"change":"insert","new":{{"id":2,"ints":[],"words":["","a,b","say \"hi\"","back\\slash"," lead","{{x}}"],"boxes":null}}}}"#
+            ),
+            &format!(
+                r#"{{"index":2,{rel},"change":"insert","new":{{"id":3,"ints":[7,8],"ints__lbound":[0],"words":[],"boxes":["(1,1),(0,0)","(3,3),(2,2)"]}}}}"#
+            ),
+            &format!(
+                r#"{{"index":3,{rel},"change":"insert","new":{{"id":4,"ints":[[[1]],[[2]]],"words":[],"boxes":[]}}}}"#
+            ),
         ],
     );
 }
@@ -204,9 +270,15 @@ async fn case_10_enums_enum_arrays_and_domains() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"mood":"happy","moods":["sad","happy"],"cost":12.50,"code":"AB"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":2,"mood":"ecstatic","moods":["ecstatic","ok"],"cost":0.00,"code":"ZZZZ"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"mood":"happy","moods":["sad","happy"],"cost":12.50,"code":"AB"}},"new":{{"id":1,"mood":"sad","moods":["sad","happy"],"cost":12.50,"code":"AB"}}}}"#),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"mood":"happy","moods":["sad","happy"],"cost":12.50,"code":"AB"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":2,"mood":"ecstatic","moods":["ecstatic","ok"],"cost":0.00,"code":"ZZZZ"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"mood":"happy","moods":["sad","happy"],"cost":12.50,"code":"AB"}},"new":{{"id":1,"mood":"sad","moods":["sad","happy"],"cost":12.50,"code":"AB"}}}}"#
+            ),
         ],
     );
     // The domain is decoded as its base type, numeric(8,2), with the typmod from the catalog.
@@ -220,7 +292,10 @@ async fn case_14_unchanged_toast_is_taken_from_the_old_row() {
     let pg = server();
     let items = capture(&pg, "CASE-14").await;
     let body = pg
-        .psql_db("case_14", "select string_agg(md5(g::text), '') from generate_series(1, 320) g")
+        .psql_db(
+            "case_14",
+            "select string_agg(md5(g::text), '') from generate_series(1, 320) g",
+        )
         .expect("computing the body");
     assert_eq!(body.len(), 10_240);
     let all = changes(&items);
@@ -255,8 +330,14 @@ async fn case_14_unchanged_toast_is_taken_from_the_old_row() {
     let indexes: Vec<u32> = all[4..8].iter().map(|c| c.index).collect();
     assert_eq!(indexes, [0, 1, 2, 3]);
     assert_eq!(text(&all[5].new.as_ref().expect("new")[2]), body);
-    assert_eq!(text(&all[6].new.as_ref().expect("new")[2]), format!("{body}x"));
-    assert_eq!(text(&all[7].new.as_ref().expect("new")[2]), format!("{body}x"));
+    assert_eq!(
+        text(&all[6].new.as_ref().expect("new")[2]),
+        format!("{body}x")
+    );
+    assert_eq!(
+        text(&all[7].new.as_ref().expect("new")[2]),
+        format!("{body}x")
+    );
     for c in &all[4..8] {
         assert_eq!(bytes_len(&c.new.as_ref().expect("new")[3]), 5_120);
     }
@@ -273,19 +354,58 @@ async fn case_16_replica_identity_modes() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{},"change":"insert","new":{{"id":1,"code":"a","qty":1}}}}"#, t("with_pk")),
-            &format!(r#"{{"index":1,{},"change":"insert","new":{{"id":2,"code":"b","qty":2}}}}"#, t("with_pk")),
-            &format!(r#"{{"index":0,{},"change":"insert","new":{{"code":"dup","qty":1}}}}"#, t("no_pk_full")),
-            &format!(r#"{{"index":1,{},"change":"insert","new":{{"code":"dup","qty":1}}}}"#, t("no_pk_full")),
-            &format!(r#"{{"index":0,{},"change":"insert","new":{{"code":"x","qty":1}}}}"#, t("no_pk_def")),
-            &format!(r#"{{"index":0,{},"change":"update","old":{{"code":"dup","qty":1}},"new":{{"code":"dup","qty":2}}}}"#, t("no_pk_full")),
-            &format!(r#"{{"index":0,{},"change":"insert","new":{{"id":1,"code":"k1","qty":1}}}}"#, t("by_index")),
-            &format!(r#"{{"index":0,{},"change":"update","new":{{"id":1,"code":"k1","qty":5}}}}"#, t("by_index")),
-            &format!(r#"{{"index":0,{},"change":"update","old":{{"code":"k1"}},"new":{{"id":1,"code":"k2","qty":5}},"unavailable":{{"old":["id","qty"]}}}}"#, t("by_index")),
-            &format!(r#"{{"index":0,{},"change":"update","old":{{"id":1,"code":"a","qty":1}},"new":{{"id":10,"code":"a","qty":1}}}}"#, t("with_pk")),
-            &format!(r#"{{"index":0,{},"change":"update","new":{{"id":2,"code":"b","qty":3}}}}"#, t("with_pk")),
-            &format!(r#"{{"index":0,{},"change":"update","old":{{"id":2}},"new":{{"id":20,"code":"b","qty":3}},"unavailable":{{"old":["code","qty"]}}}}"#, t("with_pk")),
-            &format!(r#"{{"index":0,{},"change":"delete","old":{{"id":20}},"unavailable":{{"old":["code","qty"]}}}}"#, t("with_pk")),
+            &format!(
+                r#"{{"index":0,{},"change":"insert","new":{{"id":1,"code":"a","qty":1}}}}"#,
+                t("with_pk")
+            ),
+            &format!(
+                r#"{{"index":1,{},"change":"insert","new":{{"id":2,"code":"b","qty":2}}}}"#,
+                t("with_pk")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"insert","new":{{"code":"dup","qty":1}}}}"#,
+                t("no_pk_full")
+            ),
+            &format!(
+                r#"{{"index":1,{},"change":"insert","new":{{"code":"dup","qty":1}}}}"#,
+                t("no_pk_full")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"insert","new":{{"code":"x","qty":1}}}}"#,
+                t("no_pk_def")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"update","old":{{"code":"dup","qty":1}},"new":{{"code":"dup","qty":2}}}}"#,
+                t("no_pk_full")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"insert","new":{{"id":1,"code":"k1","qty":1}}}}"#,
+                t("by_index")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"update","new":{{"id":1,"code":"k1","qty":5}}}}"#,
+                t("by_index")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"update","old":{{"code":"k1"}},"new":{{"id":1,"code":"k2","qty":5}},"unavailable":{{"old":["id","qty"]}}}}"#,
+                t("by_index")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"update","old":{{"id":1,"code":"a","qty":1}},"new":{{"id":10,"code":"a","qty":1}}}}"#,
+                t("with_pk")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"update","new":{{"id":2,"code":"b","qty":3}}}}"#,
+                t("with_pk")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"update","old":{{"id":2}},"new":{{"id":20,"code":"b","qty":3}},"unavailable":{{"old":["code","qty"]}}}}"#,
+                t("with_pk")
+            ),
+            &format!(
+                r#"{{"index":0,{},"change":"delete","old":{{"id":20}},"unavailable":{{"old":["code","qty"]}}}}"#,
+                t("with_pk")
+            ),
         ],
     );
 }
@@ -298,17 +418,51 @@ async fn case_18_truncate_multi_table_cascade_and_in_transaction() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":1,"name":"c1"}}}}"#, t("customer")),
-            &format!(r#"{{"index":1,"relation":{},"change":"insert","new":{{"id":2,"name":"c2"}}}}"#, t("customer")),
-            &format!(r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":1,"customer_id":1,"total":10}}}}"#, t("orders")),
-            &format!(r#"{{"index":1,"relation":{},"change":"insert","new":{{"id":2,"customer_id":2,"total":20}}}}"#, t("orders")),
-            &format!(r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":1}}}}"#, t("scratch")),
-            &format!(r#"{{"index":1,"relation":{},"change":"insert","new":{{"id":2}}}}"#, t("scratch")),
-            &format!(r#"{{"index":0,"relations":[{},{}],"change":"truncate","cascade":true,"restartIdentity":true}}"#, t("customer"), t("orders")),
-            &format!(r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":3}}}}"#, t("scratch")),
-            &format!(r#"{{"index":1,"relations":[{}],"change":"truncate","cascade":false,"restartIdentity":false}}"#, t("scratch")),
-            &format!(r#"{{"index":2,"relation":{},"change":"insert","new":{{"id":4}}}}"#, t("scratch")),
-            &format!(r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":1,"name":"c3"}}}}"#, t("customer")),
+            &format!(
+                r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":1,"name":"c1"}}}}"#,
+                t("customer")
+            ),
+            &format!(
+                r#"{{"index":1,"relation":{},"change":"insert","new":{{"id":2,"name":"c2"}}}}"#,
+                t("customer")
+            ),
+            &format!(
+                r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":1,"customer_id":1,"total":10}}}}"#,
+                t("orders")
+            ),
+            &format!(
+                r#"{{"index":1,"relation":{},"change":"insert","new":{{"id":2,"customer_id":2,"total":20}}}}"#,
+                t("orders")
+            ),
+            &format!(
+                r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":1}}}}"#,
+                t("scratch")
+            ),
+            &format!(
+                r#"{{"index":1,"relation":{},"change":"insert","new":{{"id":2}}}}"#,
+                t("scratch")
+            ),
+            &format!(
+                r#"{{"index":0,"relations":[{},{}],"change":"truncate","cascade":true,"restartIdentity":true}}"#,
+                t("customer"),
+                t("orders")
+            ),
+            &format!(
+                r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":3}}}}"#,
+                t("scratch")
+            ),
+            &format!(
+                r#"{{"index":1,"relations":[{}],"change":"truncate","cascade":false,"restartIdentity":false}}"#,
+                t("scratch")
+            ),
+            &format!(
+                r#"{{"index":2,"relation":{},"change":"insert","new":{{"id":4}}}}"#,
+                t("scratch")
+            ),
+            &format!(
+                r#"{{"index":0,"relation":{},"change":"insert","new":{{"id":1,"name":"c3"}}}}"#,
+                t("customer")
+            ),
         ],
     );
 }
@@ -321,17 +475,33 @@ async fn case_19_alter_table_mid_stream() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":2,"name":"after add","qty":2,"legacy":"y","status":"new"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"name":"old row","qty":1,"legacy":"x","status":"new"}},"new":{{"id":1,"name":"old row","qty":10,"legacy":"x","status":"new"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"update","old":{{"id":2,"title":"after add","qty":2,"status":"new"}},"new":{{"id":2,"title":"after add","qty":11,"status":"new"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":3,"title":"before type change","qty":3,"status":"new"}}}}"#),
-            &format!(r#"{{"index":1,{rel},"change":"insert","new":{{"id":4,"title":"after type change","qty":9000000000,"status":"new"}}}}"#),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":2,"name":"after add","qty":2,"legacy":"y","status":"new"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"update","old":{{"id":1,"name":"old row","qty":1,"legacy":"x","status":"new"}},"new":{{"id":1,"name":"old row","qty":10,"legacy":"x","status":"new"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"update","old":{{"id":2,"title":"after add","qty":2,"status":"new"}},"new":{{"id":2,"title":"after add","qty":11,"status":"new"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":3,"title":"before type change","qty":3,"status":"new"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":1,{rel},"change":"insert","new":{{"id":4,"title":"after type change","qty":9000000000,"status":"new"}}}}"#
+            ),
         ],
     );
     // Rows 3 and 4 share a transaction but not a schema: qty is int4, then int8.
     let all = changes(&items);
-    assert!(matches!(all[3].new.as_ref().map(|r| &r[2]), Some(Value::Int4(3))));
-    assert!(matches!(all[4].new.as_ref().map(|r| &r[2]), Some(Value::Int8(9_000_000_000))));
+    assert!(matches!(
+        all[3].new.as_ref().map(|r| &r[2]),
+        Some(Value::Int4(3))
+    ));
+    assert!(matches!(
+        all[4].new.as_ref().map(|r| &r[2]),
+        Some(Value::Int8(9_000_000_000))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -346,15 +516,31 @@ async fn case_20_large_transaction_with_rolled_back_savepoint() {
         assert_eq!(change.commit_lsn, commit);
         assert_eq!(change.index as usize, i);
         let batch = change.new.as_ref().map(|r| r[1].clone());
-        assert_ne!(batch, Some(Value::Text("rolled-back".to_owned())), "row {i}");
+        assert_ne!(
+            batch,
+            Some(Value::Text("rolled-back".to_owned())),
+            "row {i}"
+        );
     }
     let batch = |c: &entity_cdc::source::Change| match c.new.as_ref().map(|r| &r[1]) {
         Some(Value::Text(s)) => s.clone(),
         other => panic!("expected text, got {other:?}"),
     };
-    assert_eq!(big[..500].iter().filter(|c| batch(c) == "kept-1").count(), 500);
-    assert_eq!(big[500..505].iter().filter(|c| batch(c) == "kept-2").count(), 5);
-    assert_eq!(big[505].kind, entity_cdc::source::change::ChangeKind::Update);
+    assert_eq!(
+        big[..500].iter().filter(|c| batch(c) == "kept-1").count(),
+        500
+    );
+    assert_eq!(
+        big[500..505]
+            .iter()
+            .filter(|c| batch(c) == "kept-2")
+            .count(),
+        5
+    );
+    assert_eq!(
+        big[505].kind,
+        entity_cdc::source::change::ChangeKind::Update
+    );
     assert_eq!(batch(big[505]), "kept-1-updated");
     let side: Vec<_> = all.iter().filter(|c| c.relation.name == "side").collect();
     assert_eq!(side.len(), 1);
@@ -371,17 +557,39 @@ async fn case_21_same_row_many_times_in_one_transaction() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{a},"change":"update","old":{{"id":7,"balance":100,"tag":"original"}},"new":{{"id":7,"balance":101,"tag":"original"}}}}"#),
-            &format!(r#"{{"index":1,{e},"change":"insert","new":{{"id":1,"account_id":7,"delta":1}}}}"#),
-            &format!(r#"{{"index":2,{a},"change":"update","old":{{"id":7,"balance":101,"tag":"original"}},"new":{{"id":7,"balance":102,"tag":"original"}}}}"#),
-            &format!(r#"{{"index":3,{e},"change":"insert","new":{{"id":2,"account_id":7,"delta":1}}}}"#),
-            &format!(r#"{{"index":4,{a},"change":"update","old":{{"id":7,"balance":102,"tag":"original"}},"new":{{"id":7,"balance":100,"tag":"net zero"}}}}"#),
-            &format!(r#"{{"index":5,{a},"change":"delete","old":{{"id":7,"balance":100,"tag":"net zero"}}}}"#),
-            &format!(r#"{{"index":6,{a},"change":"insert","new":{{"id":7,"balance":0,"tag":"re-created"}}}}"#),
-            &format!(r#"{{"index":7,{a},"change":"update","old":{{"id":7,"balance":0,"tag":"re-created"}},"new":{{"id":7,"balance":5,"tag":"re-created"}}}}"#),
-            &format!(r#"{{"index":0,{a},"change":"insert","new":{{"id":8,"balance":1,"tag":"x"}}}}"#),
-            &format!(r#"{{"index":1,{a},"change":"insert","new":{{"id":9,"balance":1,"tag":"y"}}}}"#),
-            &format!(r#"{{"index":0,{a},"change":"update","old":{{"id":8,"balance":1,"tag":"x"}},"new":{{"id":8,"balance":1,"tag":"x"}}}}"#),
+            &format!(
+                r#"{{"index":0,{a},"change":"update","old":{{"id":7,"balance":100,"tag":"original"}},"new":{{"id":7,"balance":101,"tag":"original"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":1,{e},"change":"insert","new":{{"id":1,"account_id":7,"delta":1}}}}"#
+            ),
+            &format!(
+                r#"{{"index":2,{a},"change":"update","old":{{"id":7,"balance":101,"tag":"original"}},"new":{{"id":7,"balance":102,"tag":"original"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":3,{e},"change":"insert","new":{{"id":2,"account_id":7,"delta":1}}}}"#
+            ),
+            &format!(
+                r#"{{"index":4,{a},"change":"update","old":{{"id":7,"balance":102,"tag":"original"}},"new":{{"id":7,"balance":100,"tag":"net zero"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":5,{a},"change":"delete","old":{{"id":7,"balance":100,"tag":"net zero"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":6,{a},"change":"insert","new":{{"id":7,"balance":0,"tag":"re-created"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":7,{a},"change":"update","old":{{"id":7,"balance":0,"tag":"re-created"}},"new":{{"id":7,"balance":5,"tag":"re-created"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{a},"change":"insert","new":{{"id":8,"balance":1,"tag":"x"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":1,{a},"change":"insert","new":{{"id":9,"balance":1,"tag":"y"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{a},"change":"update","old":{{"id":8,"balance":1,"tag":"x"}},"new":{{"id":8,"balance":1,"tag":"x"}}}}"#
+            ),
         ],
     );
     let all = changes(&items);
@@ -400,11 +608,22 @@ async fn case_22_logical_decoding_messages() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":null,"change":"message","transactional":false,"prefix":"heartbeat","content":"{}","contentText":"non-transactional, emitted mid-txn"}}"#, text("non-transactional, emitted mid-txn")),
+            &format!(
+                r#"{{"index":null,"change":"message","transactional":false,"prefix":"heartbeat","content":"{}","contentText":"non-transactional, emitted mid-txn"}}"#,
+                text("non-transactional, emitted mid-txn")
+            ),
             &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"state":"queued"}}}}"#),
-            &format!(r#"{{"index":1,"change":"message","transactional":true,"prefix":"audit","content":"{}","contentText":"inside committed txn"}}"#, text("inside committed txn")),
-            &format!(r#"{{"index":2,{rel},"change":"update","old":{{"id":1,"state":"queued"}},"new":{{"id":1,"state":"running"}}}}"#),
-            &format!(r#"{{"index":null,"change":"message","transactional":false,"prefix":"heartbeat","content":"{}","contentText":"non-transactional inside rolled-back txn"}}"#, text("non-transactional inside rolled-back txn")),
+            &format!(
+                r#"{{"index":1,"change":"message","transactional":true,"prefix":"audit","content":"{}","contentText":"inside committed txn"}}"#,
+                text("inside committed txn")
+            ),
+            &format!(
+                r#"{{"index":2,{rel},"change":"update","old":{{"id":1,"state":"queued"}},"new":{{"id":1,"state":"running"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":null,"change":"message","transactional":false,"prefix":"heartbeat","content":"{}","contentText":"non-transactional inside rolled-back txn"}}"#,
+                text("non-transactional inside rolled-back txn")
+            ),
             r#"{"index":0,"change":"message","transactional":true,"prefix":"audit","content":"YmluYXJ5IFx4MDAgcGF5bG9hZA==","contentText":"binary \\x00 payload"}"#,
             r#"{"index":null,"change":"message","transactional":false,"prefix":"heartbeat","content":"","contentText":""}"#,
         ],
@@ -419,8 +638,12 @@ async fn case_23_two_phase_commit_is_read_at_commit_prepared() {
     assert_lines(
         &lines(&items),
         &[
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":3,"amount":300,"state":"ordinary txn committed while both are prepared"}}}}"#),
-            &format!(r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"amount":100,"state":"prepared then committed"}}}}"#),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":3,"amount":300,"state":"ordinary txn committed while both are prepared"}}}}"#
+            ),
+            &format!(
+                r#"{{"index":0,{rel},"change":"insert","new":{{"id":1,"amount":100,"state":"prepared then committed"}}}}"#
+            ),
         ],
     );
 }
@@ -438,16 +661,26 @@ async fn case_24_changes_sharing_an_lsn_have_distinct_positions() {
             .map(|c| (c.index, c.new.as_ref().expect("new row")[0].clone()))
             .collect()
     };
-    assert_eq!(ids(0..3), [(0, Value::Int4(1)), (1, Value::Int4(2)), (2, Value::Int4(3))]);
+    assert_eq!(
+        ids(0..3),
+        [
+            (0, Value::Int4(1)),
+            (1, Value::Int4(2)),
+            (2, Value::Int4(3))
+        ]
+    );
     assert_eq!(ids(3..5), [(0, Value::Int4(10)), (1, Value::Int4(11))]);
     assert!(all[..3].iter().all(|c| c.commit_lsn == all[0].commit_lsn));
     assert!(all[3].commit_lsn > all[0].commit_lsn);
     let commits: Vec<_> = items
         .iter()
         .filter_map(|i| match i {
-            ReadItem::Event(SourceEvent::Commit { commit_lsn, end_lsn, event_count, .. }) => {
-                Some((*commit_lsn, *end_lsn, *event_count))
-            }
+            ReadItem::Event(SourceEvent::Commit {
+                commit_lsn,
+                end_lsn,
+                event_count,
+                ..
+            }) => Some((*commit_lsn, *end_lsn, *event_count)),
             _ => None,
         })
         .collect();

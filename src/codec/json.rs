@@ -69,7 +69,10 @@ pub fn dead_letter_record(topic: &str, letter: &DeadLetter, position: Position) 
         "source": letter.source,
     });
     let payload = serde_json::to_vec(&value).unwrap_or_default();
-    let mut headers = vec![("failureReason".to_owned(), Bytes::from(letter.failure_reason.clone()))];
+    let mut headers = vec![(
+        "failureReason".to_owned(),
+        Bytes::from(letter.failure_reason.clone()),
+    )];
     if let Some(id) = &letter.event_id {
         headers.push(("eventId".to_owned(), Bytes::from(id.clone())));
     }

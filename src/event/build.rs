@@ -76,15 +76,32 @@ pub fn build_events(
     change: &Change,
     context: Option<&TransactionContext>,
 ) -> Result<Vec<EntityEvent>, BuildError> {
-    let position = Position { commit_lsn: change.commit_lsn, index: change.index };
+    let position = Position {
+        commit_lsn: change.commit_lsn,
+        index: change.index,
+    };
     let base_id = format!("{}:{}", change.commit_lsn, change.index);
     match (change.kind, &change.old, &change.new) {
-        (ChangeKind::Insert, _, Some(new)) => {
-            Ok(vec![event(binding, change, context, ChangeType::Create, None, Some(new), base_id, position)?])
-        }
-        (ChangeKind::Delete, Some(old), _) => {
-            Ok(vec![event(binding, change, context, ChangeType::Delete, Some(old), None, base_id, position)?])
-        }
+        (ChangeKind::Insert, _, Some(new)) => Ok(vec![event(
+            binding,
+            change,
+            context,
+            ChangeType::Create,
+            None,
+            Some(new),
+            base_id,
+            position,
+        )?]),
+        (ChangeKind::Delete, Some(old), _) => Ok(vec![event(
+            binding,
+            change,
+            context,
+            ChangeType::Delete,
+            Some(old),
+            None,
+            base_id,
+            position,
+        )?]),
         (ChangeKind::Update, old, Some(new)) => {
             let key_changed = old.as_ref().is_some_and(|old| {
                 binding.key.iter().any(|&i| {
@@ -94,10 +111,37 @@ pub fn build_events(
             });
             match old {
                 Some(old) if key_changed => Ok(vec![
-                    event(binding, change, context, ChangeType::Delete, Some(old), None, format!("{base_id}:delete"), position)?,
-                    event(binding, change, context, ChangeType::Create, None, Some(new), format!("{base_id}:create"), position)?,
+                    event(
+                        binding,
+                        change,
+                        context,
+                        ChangeType::Delete,
+                        Some(old),
+                        None,
+                        format!("{base_id}:delete"),
+                        position,
+                    )?,
+                    event(
+                        binding,
+                        change,
+                        context,
+                        ChangeType::Create,
+                        None,
+                        Some(new),
+                        format!("{base_id}:create"),
+                        position,
+                    )?,
                 ]),
-                _ => Ok(vec![event(binding, change, context, ChangeType::Update, old.as_ref(), Some(new), base_id, position)?]),
+                _ => Ok(vec![event(
+                    binding,
+                    change,
+                    context,
+                    ChangeType::Update,
+                    old.as_ref(),
+                    Some(new),
+                    base_id,
+                    position,
+                )?]),
             }
         }
         // pgoutput always sends the images these kinds need; a change without them has
@@ -155,18 +199,30 @@ fn event(
         (_, ChangeType::Create) => {
             let payload = new.map(|r| row(r, &mut unavailable)).unwrap_or_default();
             let full_snapshot = (mode == PayloadMode::Full).then(|| payload.clone());
-            Body::Create { payload, full_snapshot }
+            Body::Create {
+                payload,
+                full_snapshot,
+            }
         }
         (_, ChangeType::Update) => {
             let changes = diff(binding, old, new, &mut unavailable);
-            let full_snapshot =
-                if mode == PayloadMode::Full { new.map(|r| row(r, &mut unavailable)) } else { None };
-            Body::Update { changes, full_snapshot }
+            let full_snapshot = if mode == PayloadMode::Full {
+                new.map(|r| row(r, &mut unavailable))
+            } else {
+                None
+            };
+            Body::Update {
+                changes,
+                full_snapshot,
+            }
         }
         (_, ChangeType::Delete) => {
             let key = key_object(binding, current);
-            let full_snapshot =
-                if mode == PayloadMode::Full { old.map(|r| row(r, &mut unavailable)) } else { None };
+            let full_snapshot = if mode == PayloadMode::Full {
+                old.map(|r| row(r, &mut unavailable))
+            } else {
+                None
+            };
             Body::Delete { key, full_snapshot }
         }
     };
@@ -203,7 +259,11 @@ fn tenant(binding: &Binding, row: &[Value], event_id: &str) -> Result<Json, Buil
         }
         TenantSource::Fixed(value) => Ok(Json::from(value.clone())),
         TenantSource::Column(i) => {
-            let name = binding.relation.columns.get(*i).map_or("?", |c| c.name.as_str());
+            let name = binding
+                .relation
+                .columns
+                .get(*i)
+                .map_or("?", |c| c.name.as_str());
             match row.get(*i) {
                 Some(Value::Null) => Err(no_tenant(format!("column {name} is null"))),
                 Some(Value::Unavailable) | None => {
@@ -220,7 +280,11 @@ fn tenant(binding: &Binding, row: &[Value], event_id: &str) -> Result<Json, Buil
 fn entity_id(binding: &Binding, row: &[Value], event_id: &str) -> Result<String, BuildError> {
     let mut parts = Vec::with_capacity(binding.key.len());
     for &i in &binding.key {
-        let column = binding.relation.columns.get(i).map_or("?", |c| c.name.as_str());
+        let column = binding
+            .relation
+            .columns
+            .get(i)
+            .map_or("?", |c| c.name.as_str());
         let no_key = |state| BuildError::NoKey {
             entity: binding.entity.name.clone(),
             event_id: event_id.to_owned(),
@@ -274,9 +338,14 @@ fn diff(
                 changes.insert(column.name.clone(), json!({ "new": new_json }));
             }
             Some(Some(o)) => {
-                let Some(old_json) = o.to_json() else { continue };
+                let Some(old_json) = o.to_json() else {
+                    continue;
+                };
                 if o != n {
-                    changes.insert(column.name.clone(), json!({ "old": old_json, "new": new_json }));
+                    changes.insert(
+                        column.name.clone(),
+                        json!({ "old": old_json, "new": new_json }),
+                    );
                 }
             }
             Some(None) => {}
@@ -297,13 +366,29 @@ pub fn classify(
     let streaming = &binding.entity.streaming;
     let default = streaming.default_priority.unwrap_or(Priority::Normal);
     if let Some(priority) = context.and_then(|c| c.priority) {
-        return Classified { priority, unknown_value: false };
+        return Classified {
+            priority,
+            unknown_value: false,
+        };
     }
     if let Some(value) = binding.priority_field.and_then(|i| row.get(i)) {
-        if let Some(text) = value.to_json().filter(|v| !v.is_null()).map(|v| json_text(&v)) {
-            return match Priority::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(&text)) {
-                Some(priority) => Classified { priority, unknown_value: false },
-                None => Classified { priority: default, unknown_value: true },
+        if let Some(text) = value
+            .to_json()
+            .filter(|v| !v.is_null())
+            .map(|v| json_text(&v))
+        {
+            return match Priority::ALL
+                .into_iter()
+                .find(|p| p.as_str().eq_ignore_ascii_case(&text))
+            {
+                Some(priority) => Classified {
+                    priority,
+                    unknown_value: false,
+                },
+                None => Classified {
+                    priority: default,
+                    unknown_value: true,
+                },
             };
         }
     }
@@ -313,5 +398,8 @@ pub fn classify(
         ChangeType::Update => overrides.update,
         ChangeType::Delete => overrides.delete,
     };
-    Classified { priority: by_type.unwrap_or(default), unknown_value: false }
+    Classified {
+        priority: by_type.unwrap_or(default),
+        unknown_value: false,
+    }
 }

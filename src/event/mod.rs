@@ -126,20 +126,29 @@ impl EntityEvent {
         o.insert("changeType".into(), Json::from(self.change_type.as_str()));
         o.insert("version".into(), self.version.clone());
         o.insert("timestamp".into(), Json::from(self.timestamp.clone()));
-        o.insert("user".into(), self.user.clone().map_or(Json::Null, Json::from));
+        o.insert(
+            "user".into(),
+            self.user.clone().map_or(Json::Null, Json::from),
+        );
         if let Some(id) = &self.correlation_id {
             o.insert("correlationId".into(), Json::from(id.clone()));
         }
         let snapshot = |s: &Option<Map<String, Json>>| s.clone().map_or(Json::Null, Json::Object);
         match &self.body {
             Body::Minimal => {}
-            Body::Create { payload, full_snapshot } => {
+            Body::Create {
+                payload,
+                full_snapshot,
+            } => {
                 o.insert("payload".into(), Json::Object(payload.clone()));
                 if full_snapshot.is_some() {
                     o.insert("fullSnapshot".into(), snapshot(full_snapshot));
                 }
             }
-            Body::Update { changes, full_snapshot } => {
+            Body::Update {
+                changes,
+                full_snapshot,
+            } => {
                 o.insert("changes".into(), Json::Object(changes.clone()));
                 o.insert("fullSnapshot".into(), snapshot(full_snapshot));
             }

@@ -21,17 +21,25 @@ pub fn topic_name(entity: &EntityConfig, change_type: ChangeType) -> Result<Stri
     let topic = if entity.streaming.topic_per_entity {
         join(prefix, &name)
     } else {
-        join(prefix, &format!("{name}.{}", change_type.past().to_lowercase()))
+        join(
+            prefix,
+            &format!("{name}.{}", change_type.past().to_lowercase()),
+        )
     };
     let valid = !topic.is_empty()
         && topic.len() <= 249
         && topic != "."
         && topic != ".."
-        && topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if valid {
         Ok(topic)
     } else {
-        Err(TopicError { entity: entity.name.clone(), topic })
+        Err(TopicError {
+            entity: entity.name.clone(),
+            topic,
+        })
     }
 }
 

@@ -28,7 +28,9 @@ pub enum BindError {
         table: String,
     },
     /// Neither keyColumns nor a primary key says what identifies a row.
-    #[error("entity {entity}: {table} has no primary key and entities[{index}].keyColumns is not set")]
+    #[error(
+        "entity {entity}: {table} has no primary key and entities[{index}].keyColumns is not set"
+    )]
     NoKey {
         /// The entity's name.
         entity: String,
@@ -90,7 +92,11 @@ impl EntityModel {
             .enumerate()
             .map(|(i, e)| ((e.table.schema.clone(), e.table.name.clone()), i))
             .collect();
-        EntityModel { entities, by_table, bound: HashMap::new() }
+        EntityModel {
+            entities,
+            by_table,
+            bound: HashMap::new(),
+        }
     }
 
     /// The configured entities, in config order.
@@ -136,7 +142,9 @@ impl EntityModel {
 
     /// Whether the relation already has a binding for exactly this description.
     pub fn is_bound(&self, relation: &Arc<Relation>) -> bool {
-        self.bound.get(&relation.oid).is_some_and(|b| Arc::ptr_eq(&b.relation, relation))
+        self.bound
+            .get(&relation.oid)
+            .is_some_and(|b| Arc::ptr_eq(&b.relation, relation))
     }
 }
 
@@ -148,21 +156,27 @@ fn bind(
 ) -> Result<Binding, BindError> {
     let table = relation.qualified_name();
     let column = |name: &str, path: String| -> Result<usize, BindError> {
-        relation.columns.iter().position(|c| c.name == name).ok_or_else(|| {
-            BindError::MissingColumn {
+        relation
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| BindError::MissingColumn {
                 entity: entity.name.clone(),
                 path,
                 column: name.to_owned(),
                 table: table.clone(),
-            }
-        })
+            })
     };
     let key_names: Vec<String> = match &entity.key_columns {
         Some(columns) => columns.clone(),
         None => primary_key.to_vec(),
     };
     if key_names.is_empty() {
-        return Err(BindError::NoKey { entity: entity.name.clone(), index, table });
+        return Err(BindError::NoKey {
+            entity: entity.name.clone(),
+            index,
+            table,
+        });
     }
     let key_path = if entity.key_columns.is_some() {
         format!("entities[{index}].keyColumns")
@@ -182,7 +196,9 @@ fn bind(
         None => TenantSource::Fixed(String::new()),
     };
     let optional = |name: &Option<String>, field: &str| -> Result<Option<usize>, BindError> {
-        name.as_deref().map(|n| column(n, format!("entities[{index}].{field}"))).transpose()
+        name.as_deref()
+            .map(|n| column(n, format!("entities[{index}].{field}")))
+            .transpose()
     };
     let version = optional(&entity.version_column, "versionColumn")?;
     let user = optional(&entity.user_column, "userColumn")?;

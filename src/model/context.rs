@@ -56,8 +56,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_content() {
-        for bad in [&b"not json"[..], br#"{"priority": "URGENT"}"#, br#"{"usr": "x"}"#, b"[]"] {
-            assert!(TransactionContext::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"not json"[..],
+            br#"{"priority": "URGENT"}"#,
+            br#"{"usr": "x"}"#,
+            b"[]",
+        ] {
+            assert!(
+                TransactionContext::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

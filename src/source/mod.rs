@@ -99,7 +99,9 @@ pub async fn open_reader(settings: &SourceSettings) -> Result<ChangeReader, Open
         let mut connection = ReplicationConnection::connect(&settings.params).await?;
         let slot = setup::quote_ident(&settings.slot);
         connection
-            .simple_query(&format!("CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL pgoutput"))
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL pgoutput"
+            ))
             .await?;
         let stream = connection.start_replication(options.clone()).await?;
         ResilientStream::from_started(

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use crate::error::Disposition;
-use crate::source::change::{ChangeKind, Column, Relation, Row, SourceEvent};
 use crate::source::catalog;
+use crate::source::change::{ChangeKind, Column, Relation, Row, SourceEvent};
 use crate::source::pgoutput::{
     Decoder, LogicalMessage, OldTuple, RelationBody, TupleColumn, TupleData,
 };
@@ -206,7 +206,9 @@ impl ChangeReader {
         loop {
             let event = self.next_replication_event().await?;
             let (wal_start, data) = match event {
-                ReplicationEvent::XLogData { wal_start, data, .. } => (wal_start, data),
+                ReplicationEvent::XLogData {
+                    wal_start, data, ..
+                } => (wal_start, data),
                 ReplicationEvent::Keepalive { wal_end, .. } => {
                     return Ok(ReadItem::Event(SourceEvent::Keepalive { wal_end }));
                 }
@@ -222,7 +224,10 @@ impl ChangeReader {
             let message = self
                 .decoder
                 .decode_bytes(data)
-                .map_err(|source| ReadError::Decode { lsn: wal_start, source })?;
+                .map_err(|source| ReadError::Decode {
+                    lsn: wal_start,
+                    source,
+                })?;
             if let Some(item) = self.handle(wal_start, message).await? {
                 return Ok(item);
             }
@@ -235,7 +240,11 @@ impl ChangeReader {
         message: LogicalMessage,
     ) -> Result<Option<ReadItem>, ReadError> {
         let item = match message {
-            LogicalMessage::Begin { final_lsn, commit_ts, xid } => {
+            LogicalMessage::Begin {
+                final_lsn,
+                commit_ts,
+                xid,
+            } => {
                 let commit_ts = commit_ts.0;
                 self.open = Some(OpenTransaction {
                     xid,
@@ -244,13 +253,28 @@ impl ChangeReader {
                     next_index: 0,
                 });
                 self.stream.set_idle(false);
-                SourceEvent::Begin { xid, commit_lsn: final_lsn, commit_ts }
+                SourceEvent::Begin {
+                    xid,
+                    commit_lsn: final_lsn,
+                    commit_ts,
+                }
             }
-            LogicalMessage::Commit { commit_lsn, end_lsn, commit_ts, .. } => {
+            LogicalMessage::Commit {
+                commit_lsn,
+                end_lsn,
+                commit_ts,
+                ..
+            } => {
                 let commit_ts = commit_ts.0;
                 let open = self.open.take();
                 let (xid, event_count) = open.map_or((0, 0), |o| (o.xid, o.next_index));
-                SourceEvent::Commit { xid, commit_lsn, end_lsn, commit_ts, event_count }
+                SourceEvent::Commit {
+                    xid,
+                    commit_lsn,
+                    end_lsn,
+                    commit_ts,
+                    event_count,
+                }
             }
             LogicalMessage::Relation(body) => {
                 let relation = self.resolve_relation(&body).await?;
@@ -265,25 +289,50 @@ impl ChangeReader {
                 return Ok(None);
             }
             LogicalMessage::Origin { .. } => return Ok(None),
-            LogicalMessage::Insert { relation_oid, new, .. } => {
+            LogicalMessage::Insert {
+                relation_oid, new, ..
+            } => {
                 return self.change(lsn, relation_oid, ChangeKind::Insert, None, Some(new));
             }
-            LogicalMessage::Update { relation_oid, old, new, .. } => {
+            LogicalMessage::Update {
+                relation_oid,
+                old,
+                new,
+                ..
+            } => {
                 return self.change(lsn, relation_oid, ChangeKind::Update, old, Some(new));
             }
-            LogicalMessage::Delete { relation_oid, old, .. } => {
+            LogicalMessage::Delete {
+                relation_oid, old, ..
+            } => {
                 return self.change(lsn, relation_oid, ChangeKind::Delete, Some(old), None);
             }
-            LogicalMessage::Truncate { options, relation_oids, .. } => {
+            LogicalMessage::Truncate {
+                options,
+                relation_oids,
+                ..
+            } => {
                 let mut relations = Vec::with_capacity(relation_oids.len());
                 for oid in relation_oids {
                     let relation = self.relations.get(&oid).cloned();
                     relations.push(relation.ok_or(ReadError::UnknownRelation { lsn, oid })?);
                 }
                 let (commit_lsn, xid, index) = self.next_position();
-                SourceEvent::Truncate { commit_lsn, xid, index, relations, options }
+                SourceEvent::Truncate {
+                    commit_lsn,
+                    xid,
+                    index,
+                    relations,
+                    options,
+                }
             }
-            LogicalMessage::Message { transactional, lsn: message_lsn, prefix, content, .. } => {
+            LogicalMessage::Message {
+                transactional,
+                lsn: message_lsn,
+                prefix,
+                content,
+                ..
+            } => {
                 let (commit_lsn, index) = if transactional && self.open.is_some() {
                     let (commit_lsn, _, index) = self.next_position();
                     (Some(commit_lsn), Some(index))
@@ -333,11 +382,14 @@ impl ChangeReader {
         old: Option<OldTuple>,
         new: Option<TupleData>,
     ) -> Result<Option<ReadItem>, ReadError> {
-        let relation = self
-            .relations
-            .get(&relation_oid)
-            .cloned()
-            .ok_or(ReadError::UnknownRelation { lsn, oid: relation_oid })?;
+        let relation =
+            self.relations
+                .get(&relation_oid)
+                .cloned()
+                .ok_or(ReadError::UnknownRelation {
+                    lsn,
+                    oid: relation_oid,
+                })?;
         let (commit_lsn, xid, index) = self.next_position();
         let commit_ts = self.open.map_or(0, |o| o.commit_ts);
         let decoded = decode_images(&relation, lsn, old.as_ref(), new.as_ref());
@@ -352,11 +404,19 @@ impl ChangeReader {
                 old,
                 new,
             })),
-            Err(DecodeProblem::Value(reason)) => {
-                ReadItem::Undecodable(Undecodable { commit_lsn, index, relation, kind, reason })
-            }
+            Err(DecodeProblem::Value(reason)) => ReadItem::Undecodable(Undecodable {
+                commit_lsn,
+                index,
+                relation,
+                kind,
+                reason,
+            }),
             Err(DecodeProblem::Shape(detail)) => {
-                return Err(ReadError::Tuple { lsn, relation: relation.qualified_name(), detail });
+                return Err(ReadError::Tuple {
+                    lsn,
+                    relation: relation.qualified_name(),
+                    detail,
+                });
             }
         };
         Ok(Some(item))
@@ -501,7 +561,10 @@ const MAX_TYPE_DEPTH: usize = 16;
 
 impl TypeResolver {
     fn new(client: tokio_postgres::Client) -> Self {
-        TypeResolver { client, cache: HashMap::new() }
+        TypeResolver {
+            client,
+            cache: HashMap::new(),
+        }
     }
 
     fn forget(&mut self, oid: u32) {
@@ -537,7 +600,9 @@ impl TypeResolver {
         }
         let info = catalog::type_info(&self.client, oid).await?;
         if depth >= MAX_TYPE_DEPTH {
-            return Ok(PgType::Other { name: format!("{}.{}", info.namespace, info.name) });
+            return Ok(PgType::Other {
+                name: format!("{}.{}", info.namespace, info.name),
+            });
         }
         let name = if info.namespace == "pg_catalog" {
             info.name.clone()
@@ -546,13 +611,19 @@ impl TypeResolver {
         };
         let resolved = if let (true, Some(base_oid)) = (info.typtype == 'd', info.base_type_oid) {
             let base = Box::pin(self.lookup(base_oid, info.base_typmod, depth + 1)).await?;
-            PgType::Domain { name, base: Box::new(base) }
+            PgType::Domain {
+                name,
+                base: Box::new(base),
+            }
         } else if info.typtype == 'e' {
             PgType::Enum { name }
         } else if let Some(element_oid) = info.element_oid.filter(|_| info.typcategory == 'A') {
             // An array column carries the array type's typmod, which applies to its elements.
             let element = Box::pin(self.lookup(element_oid, typmod, depth + 1)).await?;
-            PgType::Array { element: Box::new(element), delimiter: info.delimiter }
+            PgType::Array {
+                element: Box::new(element),
+                delimiter: info.delimiter,
+            }
         } else {
             PgType::Other { name }
         };

@@ -52,7 +52,13 @@ pub fn event_json(event: &SourceEvent) -> Option<Json> {
             }
             Some(Json::Object(line))
         }
-        SourceEvent::Truncate { commit_lsn, xid, index, relations, options } => Some(json!({
+        SourceEvent::Truncate {
+            commit_lsn,
+            xid,
+            index,
+            relations,
+            options,
+        } => Some(json!({
             "lsn": commit_lsn.to_string(),
             "index": index,
             "xid": xid,
@@ -61,7 +67,14 @@ pub fn event_json(event: &SourceEvent) -> Option<Json> {
             "cascade": options.cascade,
             "restartIdentity": options.restart_identity,
         })),
-        SourceEvent::Message { commit_lsn, index, lsn, transactional, prefix, content } => {
+        SourceEvent::Message {
+            commit_lsn,
+            index,
+            lsn,
+            transactional,
+            prefix,
+            content,
+        } => {
             // The content is bytes: base64 always, and the text as well when it is UTF-8.
             let mut line = Map::new();
             line.insert("lsn".into(), json!(commit_lsn.map(|l| l.to_string())));
