@@ -95,9 +95,9 @@ pub enum CommandError {
     /// Reading changes failed.
     #[error(transparent)]
     Read(#[from] ReadError),
-    /// The pipeline stopped with an error.
+    /// The pipeline stopped with an error (boxed: it is large and rare).
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Pipeline(Box<PipelineError>),
     /// Stdout was closed or failed.
     #[error("writing to stdout: {0}")]
     Stdout(#[source] std::io::Error),
@@ -243,6 +243,8 @@ async fn tail(config: &Config, temporary: bool) -> Result<ExitCode, CommandError
 
 async fn run(config: &Config) -> Result<ExitCode, CommandError> {
     let cancel = shutdown_signal()?;
-    pipeline::run(config, cancel).await?;
+    pipeline::run(config, cancel)
+        .await
+        .map_err(|e| CommandError::Pipeline(Box::new(e)))?;
     Ok(ExitCode::SUCCESS)
 }

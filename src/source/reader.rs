@@ -55,7 +55,7 @@ pub enum ReadError {
         oid: u32,
         /// The catalog error.
         #[source]
-        source: catalog::CatalogError,
+        source: Box<catalog::CatalogError>,
     },
     /// A column value that does not match its relation (wrong column count, binary format).
     #[error("at lsn {lsn}: {relation}: {detail}")]
@@ -434,7 +434,7 @@ impl ChangeReader {
                     relation: qualified.clone(),
                     column: column.name.clone(),
                     oid: column.type_oid,
-                    source,
+                    source: Box::new(source),
                 })?;
             columns.push(Column {
                 name: column.name.clone(),
