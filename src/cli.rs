@@ -72,6 +72,20 @@ pub enum Command {
         #[arg(long, env = "ENTITY_CDC_TEMPORARY")]
         temporary: bool,
     },
+    /// Print the records of Kafka topics as JSON lines (from the beginning, all partitions,
+    /// no consumer group): to see what the connector produced.
+    Consume {
+        /// Topics to read; by default every topic the configured entities produce to, and
+        /// the dead-letter topic.
+        #[arg(long = "topic", env = "ENTITY_CDC_TOPICS", value_delimiter = ',')]
+        topics: Vec<String>,
+        /// Stop after this many records.
+        #[arg(long, default_value_t = usize::MAX)]
+        count: usize,
+        /// Stop when no record came for this many seconds.
+        #[arg(long, default_value_t = 3)]
+        idle_secs: u64,
+    },
     /// Run the pipeline: changes of the entity tables become entity events on Kafka; the
     /// slot is confirmed once Kafka has them. SIGINT or SIGTERM drains and stops.
     Run,
@@ -98,6 +112,12 @@ pub enum CommandError {
     /// The pipeline stopped with an error (boxed: it is large and rare).
     #[error(transparent)]
     Pipeline(Box<PipelineError>),
+    /// Records could not be read back.
+    #[error(transparent)]
+    Consume(#[from] crate::consume::ConsumeError),
+    /// A topic name could not be built.
+    #[error(transparent)]
+    Topic(#[from] crate::event::BuildError),
     /// Stdout was closed or failed.
     #[error("writing to stdout: {0}")]
     Stdout(#[source] std::io::Error),
@@ -140,6 +160,11 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Check => check(&config).await,
         Command::Tail { temporary } => tail(&config, temporary).await,
         Command::Run => run(&config).await,
+        Command::Consume {
+            topics,
+            count,
+            idle_secs,
+        } => consume(&config, topics, count, idle_secs).await,
     }
 }
 
@@ -246,5 +271,32 @@ async fn run(config: &Config) -> Result<ExitCode, CommandError> {
     pipeline::run(config, cancel)
         .await
         .map_err(|e| CommandError::Pipeline(Box::new(e)))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn consume(
+    config: &Config,
+    topics: Vec<String>,
+    count: usize,
+    idle_secs: u64,
+) -> Result<ExitCode, CommandError> {
+    let topics = if topics.is_empty() {
+        pipeline::topics(config)?
+    } else {
+        topics
+    };
+    let bootstrap = config.kafka.bootstrap_servers.clone();
+    let options = config.kafka.librdkafka.clone();
+    let idle = std::time::Duration::from_secs(idle_secs);
+    let records = tokio::task::spawn_blocking(move || {
+        crate::consume::consume(&bootstrap, &options, &topics, count, idle)
+    })
+    .await
+    .map_err(|e| CommandError::Stdout(std::io::Error::other(e)))??;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for record in records {
+        writeln!(out, "{record}").map_err(CommandError::Stdout)?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,6 +27,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod consume;
 pub mod error;
 pub mod event;
 pub mod model;
