@@ -5,6 +5,8 @@
 //! Building is pure: a bound change in, events out, so that it is easy to test exactly.
 
 mod build;
+#[cfg(test)]
+pub(crate) mod story;
 mod topic;
 
 pub use build::{build_events, BuildError};
@@ -112,6 +114,9 @@ pub struct EntityEvent {
     pub key: String,
     /// The lane it goes through.
     pub priority: Priority,
+    /// The priority column held a value that is no priority name, so the entity's default
+    /// was used: for the caller to count and report, as a config or data problem.
+    pub unknown_priority: bool,
 }
 
 impl EntityEvent {
