@@ -68,9 +68,9 @@ pub struct Classified {
     pub unknown_value: bool,
 }
 
-/// The events of one change: one, or two for an update that changes the key (a delete of
-/// the old key, then a create of the new one, so that a compacted topic keeps no stale row
-/// under the old key).
+/// The events of one change: one, or two for an update that changes the record key (the
+/// entity's key or its tenant): a delete under the old key, then a create under the new one,
+/// so that a compacted topic keeps no stale row under the old key.
 pub fn build_events(
     binding: &Binding,
     change: &Change,
@@ -103,8 +103,14 @@ pub fn build_events(
             position,
         )?]),
         (ChangeKind::Update, old, Some(new)) => {
+            // The record key is `tenantId:entityId`, so a row moved to another tenant
+            // changes its record key just as a new primary key does.
+            let tenant_column = match binding.tenant {
+                TenantSource::Column(i) => Some(i),
+                TenantSource::Fixed(_) => None,
+            };
             let key_changed = old.as_ref().is_some_and(|old| {
-                binding.key.iter().any(|&i| {
+                binding.key.iter().copied().chain(tenant_column).any(|i| {
                     let (o, n) = (old.get(i), new.get(i));
                     !matches!(o, Some(Value::Unavailable) | None) && o != n
                 })
@@ -986,6 +992,190 @@ mod tests {
         let topics: Vec<&str> = built.iter().map(|e| e.topic.as_str()).collect();
         assert_eq!(topics, ["cases.withpk", "cases.withpk"]);
         assert!(built.iter().all(|e| e.position.index == 5));
+    }
+
+    #[test]
+    fn values_are_represented_exactly_in_the_payload() {
+        let config = config_of(
+            "  - name: Sample\n    table: public.sample\n    tenantId: acme\n    \
+             streaming: { topicPrefix: docs }\n",
+        );
+        let sample = relation(
+            20_200,
+            "public",
+            "sample",
+            vec![
+                column("id", 20, -1),
+                column("price", 1700, numeric_typmod(10, 2)),
+                column("ratio", 701, -1),
+                column("limit", 1700, -1),
+                column("at", 1184, -1),
+                column("local", 1114, -1),
+                column("day", 1082, -1),
+                column("span", 1186, -1),
+                column("tags", 1009, -1),
+                column("slots", 1007, -1),
+                column("doc", 3802, -1),
+                column("raw", 17, -1),
+                column("ok", 16, -1),
+                column("ref", 2950, -1),
+                column("note", 25, -1),
+            ],
+        );
+        let binding = bind(&config, &sample, &["id"]);
+        let texts = [
+            "9007199254740993",
+            "120.00",
+            "NaN",
+            "-Infinity",
+            "2025-01-15 10:30:00.123456+00",
+            "infinity",
+            "0044-03-15 BC",
+            "P1Y2M3DT4H5M6.789S",
+            r#"{a,"b c",NULL}"#,
+            "[0:1]={7,8}",
+            r#"{"k": [1, 2.50]}"#,
+            "\\x00ff10",
+            "t",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "\\N",
+        ];
+        let created = change(
+            &sample,
+            ChangeKind::Insert,
+            0,
+            None,
+            Some(row(&sample, &texts)),
+        );
+        assert_json(
+            &one(&binding, &created).to_json()["payload"],
+            r#"{"id":9007199254740993,"price":120.00,"ratio":"NaN","limit":"-Infinity",
+                "at":"2025-01-15T10:30:00.123456Z","local":"infinity","day":"-0043-03-15",
+                "span":"P1Y2M3DT4H5M6.789S","tags":["a","b c",null],"slots":[7,8],
+                "slots__lbound":[0],"doc":"{\"k\": [1, 2.50]}","raw":"AP8Q","ok":true,
+                "ref":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","note":null}"#,
+        );
+    }
+
+    #[test]
+    fn case_21_one_row_many_times_in_one_transaction_keeps_every_event() {
+        let config = config_of(
+            "  - name: Account\n    table: case21.account\n    tenantId: acme\n    \
+             streaming: { topicPrefix: cases, topicPerEntity: true }\n",
+        );
+        let account = relation(
+            20_021,
+            "case21",
+            "account",
+            vec![
+                column("id", 23, -1),
+                column("balance", 23, -1),
+                column("tag", 25, -1),
+            ],
+        );
+        let binding = bind(&config, &account, &["id"]);
+        let r = |texts: [&str; 3]| Some(row(&account, &texts));
+        let changes = [
+            change(
+                &account,
+                ChangeKind::Update,
+                0,
+                r(["7", "100", "original"]),
+                r(["7", "101", "original"]),
+            ),
+            change(
+                &account,
+                ChangeKind::Update,
+                2,
+                r(["7", "101", "original"]),
+                r(["7", "102", "original"]),
+            ),
+            change(
+                &account,
+                ChangeKind::Update,
+                4,
+                r(["7", "102", "original"]),
+                r(["7", "100", "net zero"]),
+            ),
+            change(
+                &account,
+                ChangeKind::Delete,
+                5,
+                r(["7", "100", "net zero"]),
+                None,
+            ),
+            change(
+                &account,
+                ChangeKind::Insert,
+                6,
+                None,
+                r(["7", "0", "re-created"]),
+            ),
+            change(
+                &account,
+                ChangeKind::Update,
+                7,
+                r(["7", "0", "re-created"]),
+                r(["7", "5", "re-created"]),
+            ),
+        ];
+        let summary: Vec<String> = changes
+            .iter()
+            .map(|c| {
+                let event = one(&binding, c);
+                let json = event.to_json();
+                let body = ["changes", "key", "payload"]
+                    .into_iter()
+                    .find_map(|k| json.get(k))
+                    .map(Json::to_string)
+                    .unwrap_or_default();
+                format!(
+                    "{} {} {} {} {body}",
+                    event.event_id,
+                    event.change_type.as_str(),
+                    event.key,
+                    event.topic
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                r#"0/16B3748:0 UPDATE acme:7 cases.account {"balance":{"old":100,"new":101}}"#,
+                r#"0/16B3748:2 UPDATE acme:7 cases.account {"balance":{"old":101,"new":102}}"#,
+                r#"0/16B3748:4 UPDATE acme:7 cases.account {"balance":{"old":102,"new":100},"tag":{"old":"original","new":"net zero"}}"#,
+                r#"0/16B3748:5 DELETE acme:7 cases.account {"id":7}"#,
+                r#"0/16B3748:6 CREATE acme:7 cases.account {"id":7,"balance":0,"tag":"re-created"}"#,
+                r#"0/16B3748:7 UPDATE acme:7 cases.account {"balance":{"old":0,"new":5}}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn tenant_change_is_delete_then_create_too() {
+        let orders = orders();
+        let binding = bind(&story::config(), &orders, &["id"]);
+        let mut moved = ORDER_456;
+        moved[1] = "124";
+        let update = change(
+            &orders,
+            ChangeKind::Update,
+            0,
+            Some(row(&orders, &ORDER_456)),
+            Some(row(&orders, &moved)),
+        );
+        let built = events(&binding, &update, None);
+        let summary: Vec<(&str, &str, String)> = built
+            .iter()
+            .map(|e| (e.event_id.as_str(), e.key.as_str(), e.tenant_id.to_string()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("0/16B3748:0:delete", "123:456", "123".to_owned()),
+                ("0/16B3748:0:create", "124:456", "124".to_owned()),
+            ]
+        );
     }
 
     #[test]
