@@ -301,6 +301,14 @@ mod tests {
             [1, 0],
             "in key order"
         );
+        let mut entity = story::entity(&config, "Order");
+        entity.key_columns = Some(names(&["id", "line_no"]));
+        let mut model = EntityModel::new(&[entity]);
+        assert_eq!(
+            refused(&mut model, &orders(), &["id"]).to_string(),
+            "entity Order: entities[0].keyColumns names column \"line_no\", which public.orders \
+             does not have"
+        );
     }
 
     #[test]
