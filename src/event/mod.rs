@@ -5,6 +5,8 @@
 //! Building is pure: a bound change in, events out, so that it is easy to test exactly.
 
 mod build;
+#[cfg(test)]
+pub(crate) mod story;
 mod topic;
 
 pub use build::{build_events, BuildError};
@@ -112,6 +114,9 @@ pub struct EntityEvent {
     pub key: String,
     /// The lane it goes through.
     pub priority: Priority,
+    /// The priority column held a value that is no priority name, so the entity's default
+    /// was used: for the caller to count and report, as a config or data problem.
+    pub unknown_priority: bool,
 }
 
 impl EntityEvent {
@@ -182,5 +187,64 @@ pub fn json_text(value: &Json) -> String {
     match value {
         Json::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::story::{self, bind, change, orders, row, ORDER_456};
+    use crate::source::change::ChangeKind;
+
+    fn order_created() -> EntityEvent {
+        let orders = orders();
+        let binding = bind(&story::config(), &orders, &["id"]);
+        let created = change(
+            &orders,
+            ChangeKind::Insert,
+            0,
+            None,
+            Some(row(&orders, &ORDER_456)),
+        );
+        build_events(&binding, &created, None)
+            .unwrap_or_else(|e| panic!("builds: {e}"))
+            .remove(0)
+    }
+
+    #[test]
+    fn headers_name_the_event_for_filtering() {
+        let event = order_created();
+        let headers = event.headers();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        assert_eq!(
+            headers,
+            [
+                ("tenantId", "123"),
+                ("entityType", "Order"),
+                ("changeType", "CREATE"),
+                ("eventType", "OrderCreated"),
+                ("eventId", "0/16B3748:0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_text_leaves_strings_unquoted() {
+        assert_eq!(json_text(&Json::from("acme")), "acme");
+        assert_eq!(json_text(&Json::from(123)), "123");
+        assert_eq!(json_text(&story::json("[1,\"a\"]")), r#"[1,"a"]"#);
+        assert_eq!(json_text(&story::json("1.50")), "1.50");
+    }
+
+    #[test]
+    fn change_type_names() {
+        assert_eq!(
+            [ChangeType::Create, ChangeType::Update, ChangeType::Delete].map(ChangeType::as_str),
+            ["CREATE", "UPDATE", "DELETE"]
+        );
+        assert_eq!(
+            [ChangeType::Create, ChangeType::Update, ChangeType::Delete].map(ChangeType::past),
+            ["Created", "Updated", "Deleted"]
+        );
     }
 }

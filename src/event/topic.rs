@@ -50,3 +50,86 @@ fn join(prefix: &str, rest: &str) -> String {
         format!("{prefix}.{rest}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::story;
+
+    fn order() -> EntityConfig {
+        story::entity(&story::config(), "Order")
+    }
+
+    #[test]
+    fn one_topic_per_change_type() {
+        let order = order();
+        let topics: Vec<String> = [ChangeType::Create, ChangeType::Update, ChangeType::Delete]
+            .into_iter()
+            .map(|t| topic_name(&order, t).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                "core.orders.order.created",
+                "core.orders.order.updated",
+                "core.orders.order.deleted"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_topic_per_entity() {
+        let mut order = order();
+        order.streaming.topic_per_entity = true;
+        for change_type in [ChangeType::Create, ChangeType::Update, ChangeType::Delete] {
+            assert_eq!(
+                topic_name(&order, change_type),
+                Ok("core.orders.order".to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn without_prefix_the_entity_starts_the_name() {
+        let mut order = order();
+        order.streaming.topic_prefix = None;
+        assert_eq!(
+            topic_name(&order, ChangeType::Update),
+            Ok("order.updated".to_owned())
+        );
+    }
+
+    #[test]
+    fn names_kafka_refuses_are_errors() {
+        let mut order = order();
+        order.name = "Order Line".to_owned();
+        assert_eq!(
+            topic_name(&order, ChangeType::Create),
+            Err(TopicError {
+                entity: "Order Line".to_owned(),
+                topic: "core.orders.order line.created".to_owned(),
+            })
+        );
+        let mut long = self::order();
+        long.name = "x".repeat(240);
+        let error = topic_name(&long, ChangeType::Create).expect_err("longer than 249");
+        assert_eq!(error.topic.len(), 12 + 240 + 8);
+        let mut unicode = self::order();
+        unicode.name = "Bestellung_Ü".to_owned();
+        assert_eq!(
+            topic_name(&unicode, ChangeType::Delete)
+                .expect_err("not ASCII")
+                .to_string(),
+            "entity Bestellung_Ü: topic name \"core.orders.bestellung_ü.deleted\" is not a \
+             valid Kafka topic ([a-zA-Z0-9._-], 1 to 249 characters)"
+        );
+        // 249 characters exactly is accepted.
+        let mut longest = self::order();
+        longest.streaming.topic_per_entity = true;
+        longest.name = "x".repeat(249 - 12);
+        assert_eq!(
+            topic_name(&longest, ChangeType::Create).map(|t| t.len()),
+            Ok(249)
+        );
+    }
+}
