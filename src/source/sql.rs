@@ -142,13 +142,11 @@ pub async fn connect(params: &ConnectParams) -> Result<Client, SqlError> {
         user: params.user.clone(),
         source,
     };
-    let tls =
-        tls::client_config(params.sslmode, params.sslrootcert.as_deref()).map_err(|detail| {
-            SqlError::Tls {
-                host: params.host.clone(),
-                port: params.port,
-                detail,
-            }
+    let tls = crate::source::tls::client_config(params.sslmode, params.sslrootcert.as_deref())
+        .map_err(|e| SqlError::Tls {
+            host: params.host.clone(),
+            port: params.port,
+            detail: e.to_string(),
         })?;
     match tls {
         None => {
@@ -181,149 +179,6 @@ where
             warn!(%host, %database, %error, "sql connection ended with an error");
         }
     });
-}
-
-// TODO(merge): use source::tls::client_config
-/// A minimal stand-in for the shared TLS builder, with libpq's sslmode semantics: `disable`
-/// has no TLS, `prefer` and `require` encrypt without verifying, `verify-ca` checks the chain
-/// only, `verify-full` the chain and the host name.
-mod tls {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::client::WebPkiServerVerifier;
-    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
-
-    use crate::source::params::SslMode;
-
-    /// Builds the rustls configuration for `mode`, or `None` for `disable`.
-    pub(super) fn client_config(
-        mode: SslMode,
-        root_cert: Option<&Path>,
-    ) -> Result<Option<Arc<ClientConfig>>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = match mode {
-            SslMode::Disable => return Ok(None),
-            SslMode::Prefer | SslMode::Require => None,
-            SslMode::VerifyCa | SslMode::VerifyFull => {
-                let roots = Arc::new(roots(root_cert)?);
-                Some(
-                    WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                        .build()
-                        .map_err(|e| format!("building the certificate verifier: {e}"))?,
-                )
-            }
-        };
-        let verifier = Arc::new(Verifier {
-            chain,
-            check_name: mode == SslMode::VerifyFull,
-            provider: provider.clone(),
-        });
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("choosing tls versions: {e}"))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        Ok(Some(Arc::new(config)))
-    }
-
-    /// The trusted roots: the PEM file when given, else the webpki (Mozilla) roots.
-    fn roots(root_cert: Option<&Path>) -> Result<RootCertStore, String> {
-        let Some(path) = root_cert else {
-            return Ok(RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            });
-        };
-        let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let mut store = RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("parsing {}: {e}", path.display()))?;
-            store
-                .add(cert)
-                .map_err(|e| format!("adding a root from {}: {e}", path.display()))?;
-        }
-        if store.is_empty() {
-            return Err(format!("no certificate in {}", path.display()));
-        }
-        Ok(store)
-    }
-
-    /// Verifies as much as the sslmode asks; handshake signatures are always checked, so
-    /// that the peer at least holds the key of the certificate it sent.
-    #[derive(Debug)]
-    struct Verifier {
-        /// The chain verifier for verify-ca and verify-full, `None` for prefer and require.
-        chain: Option<Arc<WebPkiServerVerifier>>,
-        /// Whether a certificate issued for another name is rejected (verify-full).
-        check_name: bool,
-        provider: Arc<CryptoProvider>,
-    }
-
-    impl ServerCertVerifier for Verifier {
-        fn verify_server_cert(
-            &self,
-            end_entity: &CertificateDer<'_>,
-            intermediates: &[CertificateDer<'_>],
-            server_name: &ServerName<'_>,
-            ocsp_response: &[u8],
-            now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            let Some(chain) = &self.chain else {
-                return Ok(ServerCertVerified::assertion());
-            };
-            match chain.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-            ) {
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::NotValidForName
-                    | CertificateError::NotValidForNameContext { .. },
-                )) if !self.check_name => Ok(ServerCertVerified::assertion()),
-                other => other,
-            }
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.provider
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
 }
 
 #[cfg(test)]
