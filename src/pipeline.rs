@@ -125,6 +125,11 @@ impl SharedWatermark {
         (shared, rx)
     }
 
+    /// Runs `f` on the watermark and publishes the resulting confirmation. The value is
+    /// published while the lock is held: published after it, the delivery task's "idle"
+    /// computed before the source loop opened a transaction could overwrite the source
+    /// loop's newer "not idle", and the stream would then confirm a keepalive's WAL end past
+    /// a transaction still in flight (found by the no-loss test).
     fn with<T>(&self, f: impl FnOnce(&mut Watermark) -> T) -> T {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let out = f(&mut guard);
@@ -132,12 +137,12 @@ impl SharedWatermark {
             lsn: guard.confirmed(),
             idle: guard.is_idle(),
         };
-        drop(guard);
         self.feed.send_if_modified(|current| {
             let changed = *current != confirmation;
             *current = confirmation;
             changed
         });
+        drop(guard);
         out
     }
 
