@@ -68,7 +68,9 @@ impl Env {
         let env = Env { pg, broker, db };
         let config = env.config(entities, "");
         let target = database_target(&config);
-        let mut client = sql::connect(&target.params).await.expect("connecting for setup");
+        let mut client = sql::connect(&target.params)
+            .await
+            .expect("connecting for setup");
         let plan = setup::plan(&client, &target).await.expect("setup plan");
         setup::apply(&mut client, &plan).await.expect("setup apply");
         env.sql("select pg_create_logical_replication_slot('probe', 'pgoutput')");
@@ -117,8 +119,9 @@ entities:{entities}",
 
     /// `confirmed_flush_lsn` of the connector's slot.
     fn confirmed_flush(&self) -> Lsn {
-        let text =
-            self.sql("select confirmed_flush_lsn from pg_replication_slots where slot_name = 'entity_cdc'");
+        let text = self.sql(
+            "select confirmed_flush_lsn from pg_replication_slots where slot_name = 'entity_cdc'",
+        );
         text.parse()
             .unwrap_or_else(|e| panic!("confirmed_flush_lsn {text:?}: {e}"))
     }
@@ -156,9 +159,8 @@ entities:{entities}",
                     .step_by(2)
                     .map(|i| u8::from_str_radix(&hex_line[i..i + 2], 16).expect("hex"))
                     .collect();
-                let u64_at = |at: usize| {
-                    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-                };
+                let u64_at =
+                    |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
                 Probed {
                     commit_lsn: Lsn(u64_at(2)),
                     end_lsn: Lsn(u64_at(10)),
@@ -172,10 +174,15 @@ entities:{entities}",
     /// once Kafka was reached and the topics exist).
     async fn run(&self, config: Config) -> Running {
         let running = Running::start(config);
-        eventually("the pipeline streaming from the slot", Duration::from_secs(30), || {
-            assert!(!running.task.is_finished(), "the pipeline stopped at start");
-            self.sql("select active from pg_replication_slots where slot_name = 'entity_cdc'") == "t"
-        })
+        eventually(
+            "the pipeline streaming from the slot",
+            Duration::from_secs(30),
+            || {
+                assert!(!running.task.is_finished(), "the pipeline stopped at start");
+                self.sql("select active from pg_replication_slots where slot_name = 'entity_cdc'")
+                    == "t"
+            },
+        )
         .await;
         running
     }
@@ -245,11 +252,21 @@ fn headers(record: &ConsumedRecord) -> Vec<(String, String)> {
     record
         .headers
         .iter()
-        .map(|(n, v)| (n.clone(), String::from_utf8(v.clone()).expect("utf-8 header")))
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                String::from_utf8(v.clone()).expect("utf-8 header"),
+            )
+        })
         .collect()
 }
 
-fn expected_headers(tenant: &str, entity: &str, change: &str, event_id: &str) -> Vec<(String, String)> {
+fn expected_headers(
+    tenant: &str,
+    entity: &str,
+    change: &str,
+    event_id: &str,
+) -> Vec<(String, String)> {
     let event_type = format!(
         "{entity}{}",
         match change {
@@ -279,7 +296,10 @@ fn exact(value: &Json) -> String {
 async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -367,7 +387,9 @@ async fn story_events_are_exact() {
     let product_create = value(&product_created[0]);
     assert_eq!(
         exact(&product_create["fullSnapshot"]),
-        exact(&json!({"id": 42, "tenant_id": 123, "name": "Widget", "price": n("120.00"), "version": 1})),
+        exact(
+            &json!({"id": 42, "tenant_id": 123, "name": "Widget", "price": n("120.00"), "version": 1})
+        ),
         "full mode: a CREATE carries the snapshot too"
     );
 
@@ -396,7 +418,11 @@ async fn story_events_are_exact() {
     assert_eq!(summary.events, 5);
     assert_eq!(summary.dead_lettered, 0);
     assert_eq!(env.confirmed_flush(), summary.confirmed);
-    assert!(summary.confirmed >= tx[4].end_lsn, "{summary:?} vs {:?}", tx[4]);
+    assert!(
+        summary.confirmed >= tx[4].end_lsn,
+        "{summary:?} vs {:?}",
+        tx[4]
+    );
 }
 
 /// A context message gives the transaction's events their user and correlationId; a
@@ -442,7 +468,11 @@ async fn transaction_context_is_carried_and_malformed_context_ignored() {
 
     let shipped = value(&updated[1]);
     assert_eq!(shipped["version"], json!(3), "{shipped}");
-    assert_eq!(shipped["user"], json!("column-user"), "malformed context ignored: {shipped}");
+    assert_eq!(
+        shipped["user"],
+        json!("column-user"),
+        "malformed context ignored: {shipped}"
+    );
     assert!(shipped.get("correlationId").is_none(), "{shipped}");
     let done = value(&updated[2]);
     assert_eq!(done["version"], json!(4));
@@ -512,7 +542,9 @@ create table "Sales Ünits"."Order Lines" (
     let env = Env::start(DDL, ENTITIES).await;
     let running = env.run(env.config(ENTITIES, "")).await;
     env.sql(r#"insert into "Sales Ünits"."Order Lines" values (1, 9, 3, 'Größe ✓ 日本', 1)"#);
-    env.sql(r#"update "Sales Ünits"."Order Lines" set "Menge Ü" = 4, "Ver" = 2 where "Line Id" = 1"#);
+    env.sql(
+        r#"update "Sales Ünits"."Order Lines" set "Menge Ü" = 4, "Ver" = 2 where "Line Id" = 1"#,
+    );
 
     let created = env.consume("sales.units.orderline.created", 1).await;
     let updated = env.consume("sales.units.orderline.updated", 1).await;
@@ -526,7 +558,9 @@ create table "Sales Ünits"."Order Lines" (
     assert_eq!(create["tenantId"], json!(9));
     assert_eq!(
         exact(&create["payload"]),
-        exact(&json!({"Line Id": 1, "Mandant Nr": 9, "Menge Ü": 3, "Beschreibung": "Größe ✓ 日本", "Ver": 1}))
+        exact(
+            &json!({"Line Id": 1, "Mandant Nr": 9, "Menge Ü": 3, "Beschreibung": "Größe ✓ 日本", "Ver": 1})
+        )
     );
     let update = value(&updated[0]);
     assert_eq!(
@@ -552,16 +586,23 @@ async fn row_without_tenant_is_dead_lettered_and_the_slot_advances() {
     let fine = env.consume("core.catalog.product.created", 1).await;
     let tx = env.probe(2).await;
     // The slot moves past the dead-lettered transaction while the pipeline runs.
-    eventually("confirmed_flush_lsn past the dead letter", Duration::from_secs(10), || {
-        env.confirmed_flush() >= tx[0].end_lsn
-    })
+    eventually(
+        "confirmed_flush_lsn past the dead letter",
+        Duration::from_secs(10),
+        || env.confirmed_flush() >= tx[0].end_lsn,
+    )
     .await;
     let summary = running.stop().await;
 
     let letter = value(&letters[0]);
     assert_eq!(letter["eventId"], json!(tx[0].event_id(0)), "{letter}");
-    let reason = letter["failureReason"].as_str().expect("failureReason text");
-    assert!(reason.contains("tenant"), "reason names the tenant: {reason}");
+    let reason = letter["failureReason"]
+        .as_str()
+        .expect("failureReason text");
+    assert!(
+        reason.contains("tenant"),
+        "reason names the tenant: {reason}"
+    );
     assert_eq!(letter["source"]["table"], json!("products"), "{letter}");
     assert_eq!(letter["source"]["entity"], json!("Product"), "{letter}");
     assert!(
@@ -600,9 +641,19 @@ async fn graceful_stop_confirms_exactly_the_last_transaction() {
         "last commit end {} confirmed {} (wal now {current})",
         last.end_lsn, confirmed
     );
-    assert_eq!(confirmed, summary.confirmed, "the slot has the final status exactly");
-    assert!(confirmed >= last.end_lsn, "confirmed {confirmed} < last end {}", last.end_lsn);
-    assert!(confirmed <= current, "confirmed {confirmed} past the WAL end {current}");
+    assert_eq!(
+        confirmed, summary.confirmed,
+        "the slot has the final status exactly"
+    );
+    assert!(
+        confirmed >= last.end_lsn,
+        "confirmed {confirmed} < last end {}",
+        last.end_lsn
+    );
+    assert!(
+        confirmed <= current,
+        "confirmed {confirmed} past the WAL end {current}"
+    );
 }
 
 /// While Kafka cannot take the records nothing is confirmed, and a delivery that times out
@@ -615,9 +666,11 @@ async fn nothing_is_confirmed_before_kafka_acknowledges() {
     env.sql("insert into public.orders (id, tenant_id, status) values (1, 1, 'NEW')");
     env.consume("core.orders.order.created", 1).await;
     let first = env.probe(1).await[0];
-    eventually("the first transaction confirmed", Duration::from_secs(10), || {
-        env.confirmed_flush() >= first.end_lsn
-    })
+    eventually(
+        "the first transaction confirmed",
+        Duration::from_secs(10),
+        || env.confirmed_flush() >= first.end_lsn,
+    )
     .await;
     let before = env.confirmed_flush();
 
@@ -649,7 +702,9 @@ async fn nothing_is_confirmed_before_kafka_acknowledges() {
         .expect("pipeline did not stop after the delivery timeout")
         .expect("pipeline task panicked");
     match outcome {
-        Err(PipelineError::Delivery { position, topic, .. }) => {
+        Err(PipelineError::Delivery {
+            position, topic, ..
+        }) => {
             // Whichever partition times out first reports first.
             let expected = [
                 ("core.orders.order.created".to_owned(), tx[1].event_id(0)),
@@ -663,6 +718,12 @@ async fn nothing_is_confirmed_before_kafka_acknowledges() {
         other => panic!("expected a delivery error, got {other:?}"),
     }
     let after = env.confirmed_flush();
-    assert!(after >= before && after < tx[1].end_lsn, "confirmed {after} after the failure");
-    println!("slot held at {after} (first tx ended {}, undelivered from {})", first.end_lsn, tx[1].commit_lsn);
+    assert!(
+        after >= before && after < tx[1].end_lsn,
+        "confirmed {after} after the failure"
+    );
+    println!(
+        "slot held at {after} (first tx ended {}, undelivered from {})",
+        first.end_lsn, tx[1].commit_lsn
+    );
 }
