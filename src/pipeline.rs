@@ -222,6 +222,8 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         dlq_topic: config.streaming.dlq_topic.clone(),
         context: None,
         summary: RunSummary::default(),
+        stop: cancel.clone(),
+        failure: failure.clone(),
     };
     let outcome = source.run(&mut reader, &cancel, &failure).await;
 
@@ -275,6 +277,10 @@ struct SourceLoop {
     dlq_topic: String,
     context: Option<TransactionContext>,
     summary: RunSummary,
+    /// The stop request, watched while waiting out a reconnection.
+    stop: CancellationToken,
+    /// Cancelled by the delivery task when a delivery fails.
+    failure: CancellationToken,
 }
 
 impl SourceLoop {
@@ -355,9 +361,14 @@ impl SourceLoop {
                 // The server resends from the confirmed position: a partly read
                 // transaction comes again from its Begin. Wait for what is in flight, then
                 // start a fresh watermark at what is confirmed.
+                // A failed delivery or a stop request ends the wait: the run loop sees them
+                // next, and nothing past the confirmed position has been confirmed.
                 self.context = None;
                 let _ = self.sink.flush(DRAIN_TIMEOUT).await;
                 while self.watermark.in_flight() > 0 {
+                    if self.stop.is_cancelled() || self.failure.is_cancelled() {
+                        return Ok(());
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 let confirmed = self.watermark.confirmed();
