@@ -245,9 +245,11 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         _ => None,
     };
 
-    // The final standby status: exactly what Kafka has acknowledged (CASE-24).
-    let confirmed = watermark.confirmed();
-    reader.stream().confirm(confirmed);
+    // The final standby status: exactly what Kafka has acknowledged (CASE-24), or the WAL
+    // end of a keepalive received while nothing was in flight, which the stream holds and
+    // the watermark does not know: the summary reports what the slot is told.
+    reader.stream().confirm(watermark.confirmed());
+    let confirmed = reader.stream().confirmed();
     if let Err(e) = reader.stream().send_status().await {
         warn!(error = %e, "could not send the final status update");
     }
