@@ -620,11 +620,13 @@ async fn row_without_tenant_is_dead_lettered_and_the_slot_advances() {
 }
 
 /// After a graceful stop the slot's confirmed_flush_lsn is exactly what the pipeline
-/// confirmed: the end LSN of the last transaction or, when the stream went quiet, the WAL
-/// end of a keepalive received while nothing was in flight.
+/// confirmed (its RunSummary), and that is the end LSN of the last transaction when no other
+/// WAL was written, or a keepalive's WAL end received while nothing was in flight: a quiet
+/// stream and transactions of unpublished tables move the slot too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_confirms_exactly_the_last_transaction() {
     let env = Env::start(STORY_DDL, STORY_ENTITIES).await;
+    env.sql("create table public.audit_log (id int)");
     let running = env.run(env.config(STORY_ENTITIES, "")).await;
     for id in 1..=20 {
         env.sql(&format!(
@@ -634,25 +636,55 @@ async fn graceful_stop_confirms_exactly_the_last_transaction() {
     env.consume("core.orders.order.created", 20).await;
     let tx = env.probe(20).await;
     let last = *tx.last().expect("transactions");
+    // Everything acknowledged: the slot reaches the last transaction's end while running.
+    eventually(
+        "the last transaction confirmed",
+        Duration::from_secs(10),
+        || env.confirmed_flush() >= last.end_lsn,
+    )
+    .await;
+    let running_confirmed = env.confirmed_flush();
+    let flushed: Lsn = env
+        .sql("select pg_current_wal_flush_lsn()")
+        .parse()
+        .expect("lsn");
+    println!(
+        "last commit end {} confirmed {running_confirmed} (wal flushed {flushed})",
+        last.end_lsn
+    );
+    assert!(running_confirmed <= flushed);
+
+    // WAL the publication does not cover: no events, yet the idle slot follows it.
+    env.sql(
+        "set synchronous_commit to on; insert into public.audit_log select generate_series(1, 100)",
+    );
+    let unpublished_end: Lsn = env
+        .sql("select pg_current_wal_flush_lsn()")
+        .parse()
+        .expect("lsn");
+    eventually(
+        "the slot past unpublished WAL",
+        Duration::from_secs(15),
+        || env.confirmed_flush() >= unpublished_end,
+    )
+    .await;
+
     let summary = running.stop().await;
     let confirmed = env.confirmed_flush();
-    let current: Lsn = env.sql("select pg_current_wal_lsn()").parse().expect("lsn");
-    println!(
-        "last commit end {} confirmed {} (wal now {current})",
-        last.end_lsn, confirmed
-    );
+    let flushed: Lsn = env
+        .sql("select pg_current_wal_flush_lsn()")
+        .parse()
+        .expect("lsn");
+    println!("after unpublished WAL ending {unpublished_end}: confirmed {confirmed} (wal flushed {flushed})");
     assert_eq!(
         confirmed, summary.confirmed,
         "the slot has the final status exactly"
     );
-    assert!(
-        confirmed >= last.end_lsn,
-        "confirmed {confirmed} < last end {}",
-        last.end_lsn
-    );
-    assert!(
-        confirmed <= current,
-        "confirmed {confirmed} past the WAL end {current}"
+    assert!(confirmed >= unpublished_end && confirmed <= flushed);
+    assert_eq!(summary.events, 20);
+    assert_eq!(
+        summary.changes, 20,
+        "audit_log is not published: no changes read"
     );
 }
 
