@@ -9,8 +9,7 @@
 //! keeps the connectors' logs there when a change is missing.
 //!
 //! The binary is `$ENTITY_CDC_BIN`, else `target/<profile>/entity-cdc` next to this test's
-//! executable (`cargo test --workspace` builds it; after `cargo test -p
-//! entity-cdc-integration` alone, run `cargo build --bin entity-cdc` first).
+//! executable, which the test brings up to date with `cargo build --bin entity-cdc`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -60,16 +59,24 @@ fn connector_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/no_loss-<hash> -> target/<profile>/entity-cdc
-    let path = exe
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("entity-cdc");
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo build --bin entity-cdc` or set ENTITY_CDC_BIN",
-        path.display()
-    );
+        .expect("target/<profile>");
+    // `cargo test -p entity-cdc-integration` builds the library, not the binary: build it
+    // here so the test never runs a stale one (a no-op when it is up to date).
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--quiet", "--bin", "entity-cdc", "--manifest-path"])
+        .arg(&manifest);
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("running cargo build");
+    assert!(status.success(), "cargo build --bin entity-cdc failed");
+    let path = profile_dir.join("entity-cdc");
+    assert!(path.is_file(), "{} missing after the build", path.display());
     path
 }
 
