@@ -816,3 +816,52 @@ async fn postgres_restart_is_survived() {
     assert!(summary.confirmed >= tx[10].end_lsn, "{summary:?}");
     assert_eq!(env.confirmed_flush(), summary.confirmed);
 }
+
+/// `topicPerEntity: true`: an entity's whole history, key change included, on one topic in
+/// commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_per_entity_keeps_the_whole_history_in_order() {
+    const ENTITIES: &str = "
+  - name: Order
+    table: public.orders
+    tenantColumn: tenant_id
+    versionColumn: version
+    userColumn: updated_by
+    streaming:
+      topicPrefix: core.orders
+      topicPerEntity: true
+      eventPayloadMode: diff
+";
+    let env = Env::start(STORY_DDL, ENTITIES).await;
+    let running = env.run(env.config(ENTITIES, "")).await;
+    env.sql("insert into public.orders (id, tenant_id, status) values (1, 4, 'NEW')");
+    env.sql("update public.orders set status = 'PAID', version = 2 where id = 1");
+    env.sql("update public.orders set id = 2, version = 3 where id = 1");
+    env.sql("delete from public.orders where id = 2");
+    let records = env.consume("core.orders.order", 5).await;
+    let summary = running.stop().await;
+    let tx = env.probe(4).await;
+
+    let seen: Vec<(String, String, String, Json)> = records
+        .iter()
+        .map(|r| {
+            let v = value(r);
+            (
+                key(r),
+                v["changeType"].as_str().expect("changeType").to_owned(),
+                v["eventId"].as_str().expect("eventId").to_owned(),
+                v["version"].clone(),
+            )
+        })
+        .collect();
+    let expected = vec![
+        ("4:1".to_owned(), "CREATE".to_owned(), tx[0].event_id(0), json!(1)),
+        ("4:1".to_owned(), "UPDATE".to_owned(), tx[1].event_id(0), json!(2)),
+        ("4:1".to_owned(), "DELETE".to_owned(), format!("{}:delete", tx[2].event_id(0)), json!(2)),
+        ("4:2".to_owned(), "CREATE".to_owned(), format!("{}:create", tx[2].event_id(0)), json!(3)),
+        ("4:2".to_owned(), "DELETE".to_owned(), tx[3].event_id(0), json!(3)),
+    ];
+    assert_eq!(seen, expected);
+    assert_eq!(summary.changes, 4);
+    assert_eq!(summary.events, 5);
+}
