@@ -17,6 +17,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rdkafka::error::RDKafkaErrorCode;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -537,13 +538,23 @@ impl DeliveryTask {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
         if error.disposition() == Disposition::DeadLetter && record.topic != self.dlq_topic {
             error!(topic = %record.topic, event_id = ?event_id, error = %error, "event delivery failed; dead-lettered");
+            // A record too large for Kafka makes a dead letter larger still: it goes without
+            // its value (the size says what was left out), or the dead letter is refused too
+            // and the pipeline stops on a record it could have set aside.
+            let mut original = record;
+            let mut source = json!({ "topic": original.topic });
+            if error.code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) {
+                source["valueBytes"] = json!(original.payload.len());
+                source["valueOmitted"] = json!(true);
+                original.payload = bytes::Bytes::new();
+            }
             let letter = DeadLetter {
                 event_id,
                 failure_reason: error.to_string(),
                 failure_timestamp: now_rfc3339(),
                 retry_count: 0,
-                source: json!({ "topic": record.topic }),
-                original: Some(record),
+                source,
+                original: Some(original),
             };
             self.sink
                 .send(dead_letter_record(&self.dlq_topic, &letter, position))
