@@ -855,13 +855,86 @@ async fn topic_per_entity_keeps_the_whole_history_in_order() {
         })
         .collect();
     let expected = vec![
-        ("4:1".to_owned(), "CREATE".to_owned(), tx[0].event_id(0), json!(1)),
-        ("4:1".to_owned(), "UPDATE".to_owned(), tx[1].event_id(0), json!(2)),
-        ("4:1".to_owned(), "DELETE".to_owned(), format!("{}:delete", tx[2].event_id(0)), json!(2)),
-        ("4:2".to_owned(), "CREATE".to_owned(), format!("{}:create", tx[2].event_id(0)), json!(3)),
-        ("4:2".to_owned(), "DELETE".to_owned(), tx[3].event_id(0), json!(3)),
+        (
+            "4:1".to_owned(),
+            "CREATE".to_owned(),
+            tx[0].event_id(0),
+            json!(1),
+        ),
+        (
+            "4:1".to_owned(),
+            "UPDATE".to_owned(),
+            tx[1].event_id(0),
+            json!(2),
+        ),
+        (
+            "4:1".to_owned(),
+            "DELETE".to_owned(),
+            format!("{}:delete", tx[2].event_id(0)),
+            json!(2),
+        ),
+        (
+            "4:2".to_owned(),
+            "CREATE".to_owned(),
+            format!("{}:create", tx[2].event_id(0)),
+            json!(3),
+        ),
+        (
+            "4:2".to_owned(),
+            "DELETE".to_owned(),
+            tx[3].event_id(0),
+            json!(3),
+        ),
     ];
     assert_eq!(seen, expected);
     assert_eq!(summary.changes, 4);
     assert_eq!(summary.events, 5);
+}
+
+/// A record Kafka refuses for good (too large) goes to the dead-letter topic with its topic,
+/// eventId and reason; its transaction is confirmed and the events after it flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_too_large_is_dead_lettered() {
+    let env = Env::start(STORY_DDL, STORY_ENTITIES).await;
+    let config = env.config(STORY_ENTITIES, "    message.max.bytes: \"20000\"\n");
+    let running = env.run(config).await;
+    env.sql("insert into public.products values (1, 2, repeat('x', 50000), 1.00, 1)");
+    env.sql("insert into public.products values (2, 2, 'small', 1.00, 1)");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if running.task.is_finished() {
+        let outcome = running.task.await.expect("pipeline task panicked");
+        panic!("the pipeline stopped: {outcome:?}");
+    }
+    let letters = env.consume("dlq.events", 1).await;
+    let created = env.consume("core.catalog.product.created", 1).await;
+    let tx = env.probe(2).await;
+    eventually(
+        "the slot past the dead letter",
+        Duration::from_secs(10),
+        || env.confirmed_flush() >= tx[1].end_lsn,
+    )
+    .await;
+    let summary = running.stop().await;
+
+    let letter = value(&letters[0]);
+    assert_eq!(letter["eventId"], json!(tx[0].event_id(0)), "{letter:.300}");
+    let reason = letter["failureReason"].as_str().expect("failureReason");
+    assert!(
+        reason.contains("core.catalog.product.created"),
+        "reason names the topic: {reason}"
+    );
+    assert_eq!(
+        letter["source"]["topic"],
+        json!("core.catalog.product.created")
+    );
+    assert_eq!(
+        letter["source"]["valueOmitted"],
+        json!(true),
+        "{letter:.300}"
+    );
+    assert!(letter["source"]["valueBytes"].as_u64().expect("valueBytes") > 50_000);
+    assert_eq!(letter["originalEvent"]["key"], json!("2:1"));
+    assert_eq!(letter["originalEvent"]["value"], json!(""));
+    assert_eq!(key(&created[0]), "2:2");
+    assert_eq!(summary.events, 2);
 }
