@@ -938,3 +938,35 @@ async fn record_too_large_is_dead_lettered() {
     assert_eq!(key(&created[0]), "2:2");
     assert_eq!(summary.events, 2);
 }
+
+/// A Kafka that cannot be reached at start: the pipeline waits (and does not touch the
+/// slot), stops cleanly when asked, and the changes made meanwhile arrive once Kafka is
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_kafka_at_start_confirms_nothing() {
+    let env = Env::start(STORY_DDL, STORY_ENTITIES).await;
+    let port = entity_cdc_integration::pg::free_port().expect("free port");
+    let text = env
+        .yaml(STORY_ENTITIES, "")
+        .replace(env.broker.bootstrap(), &format!("127.0.0.1:{port}"));
+    let config = Config::from_yaml_str(&text, "unreachable.yaml").expect("config");
+    let before = env.confirmed_flush();
+    let running = Running::start(config);
+    env.sql("insert into public.orders (id, tenant_id, status) values (1, 8, 'NEW')");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!running.task.is_finished(), "the pipeline gave up on kafka");
+    assert_eq!(
+        env.sql("select active from pg_replication_slots where slot_name = 'entity_cdc'"),
+        "f",
+        "the slot is not streamed before kafka is reached"
+    );
+    assert_eq!(env.confirmed_flush(), before);
+    let summary = running.stop().await;
+    assert_eq!(summary, RunSummary::default());
+    assert_eq!(env.confirmed_flush(), before);
+
+    let running = env.run(env.config(STORY_ENTITIES, "")).await;
+    let created = env.consume("core.orders.order.created", 1).await;
+    running.stop().await;
+    assert_eq!(key(&created[0]), "8:1");
+}
