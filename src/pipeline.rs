@@ -17,6 +17,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rdkafka::error::RDKafkaErrorCode;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -125,6 +126,11 @@ impl SharedWatermark {
         (shared, rx)
     }
 
+    /// Runs `f` on the watermark and publishes the resulting confirmation. The value is
+    /// published while the lock is held: published after it, the delivery task's "idle"
+    /// computed before the source loop opened a transaction could overwrite the source
+    /// loop's newer "not idle", and the stream would then confirm a keepalive's WAL end past
+    /// a transaction still in flight (found by the no-loss test).
     fn with<T>(&self, f: impl FnOnce(&mut Watermark) -> T) -> T {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let out = f(&mut guard);
@@ -132,12 +138,12 @@ impl SharedWatermark {
             lsn: guard.confirmed(),
             idle: guard.is_idle(),
         };
-        drop(guard);
         self.feed.send_if_modified(|current| {
             let changed = *current != confirmation;
             *current = confirmation;
             changed
         });
+        drop(guard);
         out
     }
 
@@ -217,6 +223,8 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         dlq_topic: config.streaming.dlq_topic.clone(),
         context: None,
         summary: RunSummary::default(),
+        stop: cancel.clone(),
+        failure: failure.clone(),
     };
     let outcome = source.run(&mut reader, &cancel, &failure).await;
 
@@ -238,9 +246,11 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         _ => None,
     };
 
-    // The final standby status: exactly what Kafka has acknowledged (CASE-24).
-    let confirmed = watermark.confirmed();
-    reader.stream().confirm(confirmed);
+    // The final standby status: exactly what Kafka has acknowledged (CASE-24), or the WAL
+    // end of a keepalive received while nothing was in flight, which the stream holds and
+    // the watermark does not know: the summary reports what the slot is told.
+    reader.stream().confirm(watermark.confirmed());
+    let confirmed = reader.stream().confirmed();
     if let Err(e) = reader.stream().send_status().await {
         warn!(error = %e, "could not send the final status update");
     }
@@ -270,6 +280,10 @@ struct SourceLoop {
     dlq_topic: String,
     context: Option<TransactionContext>,
     summary: RunSummary,
+    /// The stop request, watched while waiting out a reconnection.
+    stop: CancellationToken,
+    /// Cancelled by the delivery task when a delivery fails.
+    failure: CancellationToken,
 }
 
 impl SourceLoop {
@@ -350,9 +364,14 @@ impl SourceLoop {
                 // The server resends from the confirmed position: a partly read
                 // transaction comes again from its Begin. Wait for what is in flight, then
                 // start a fresh watermark at what is confirmed.
+                // A failed delivery or a stop request ends the wait: the run loop sees them
+                // next, and nothing past the confirmed position has been confirmed.
                 self.context = None;
                 let _ = self.sink.flush(DRAIN_TIMEOUT).await;
                 while self.watermark.in_flight() > 0 {
+                    if self.stop.is_cancelled() || self.failure.is_cancelled() {
+                        return Ok(());
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 let confirmed = self.watermark.confirmed();
@@ -519,13 +538,23 @@ impl DeliveryTask {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
         if error.disposition() == Disposition::DeadLetter && record.topic != self.dlq_topic {
             error!(topic = %record.topic, event_id = ?event_id, error = %error, "event delivery failed; dead-lettered");
+            // A record too large for Kafka makes a dead letter larger still: it goes without
+            // its value (the size says what was left out), or the dead letter is refused too
+            // and the pipeline stops on a record it could have set aside.
+            let mut original = record;
+            let mut source = json!({ "topic": original.topic });
+            if error.code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) {
+                source["valueBytes"] = json!(original.payload.len());
+                source["valueOmitted"] = json!(true);
+                original.payload = bytes::Bytes::new();
+            }
             let letter = DeadLetter {
                 event_id,
                 failure_reason: error.to_string(),
                 failure_timestamp: now_rfc3339(),
                 retry_count: 0,
-                source: json!({ "topic": record.topic }),
-                original: Some(record),
+                source,
+                original: Some(original),
             };
             self.sink
                 .send(dead_letter_record(&self.dlq_topic, &letter, position))

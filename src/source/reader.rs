@@ -57,6 +57,10 @@ pub enum ReadError {
         #[source]
         source: Box<catalog::CatalogError>,
     },
+    /// The catalog connection could not be re-established after the replication
+    /// connection was.
+    #[error("reconnecting the catalog connection")]
+    CatalogReconnect(#[source] Box<crate::source::sql::SqlError>),
     /// A column value that does not match its relation (wrong column count, binary format).
     #[error("at lsn {lsn}: {relation}: {detail}")]
     Tuple {
@@ -74,7 +78,7 @@ impl ReadError {
     pub fn disposition(&self) -> Disposition {
         match self {
             ReadError::Replication(e) => e.disposition(),
-            ReadError::TypeLookup { .. } => Disposition::Retry,
+            ReadError::TypeLookup { .. } | ReadError::CatalogReconnect(_) => Disposition::Retry,
             _ => Disposition::Halt,
         }
     }
@@ -218,6 +222,12 @@ impl ChangeReader {
                     self.open = None;
                     self.decoder.reset();
                     self.relations.clear();
+                    // A server that dropped the replication connection (a restart, say) has
+                    // dropped the catalog connection too: the relations described again
+                    // need it for their types and primary keys.
+                    self.types.client = crate::source::sql::connect(self.stream.params())
+                        .await
+                        .map_err(|e| ReadError::CatalogReconnect(Box::new(e)))?;
                     return Ok(ReadItem::Event(SourceEvent::Reconnected));
                 }
             };

@@ -15,9 +15,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::ReplicationError;
 
 /// A byte stream the connection runs over: plain TCP or TLS over TCP.
-pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
 
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Transport for T {}
 
 /// Bytes asked from the socket per read. 64 KiB matches the size of the walsender's output
 /// buffer flushes, so one read usually carries several small XLogData frames.

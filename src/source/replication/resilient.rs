@@ -125,6 +125,12 @@ impl ResilientStream {
         }
     }
 
+    /// Where the stream connects; also where a companion SQL connection (the reader's
+    /// catalog connection) reconnects after the server came back.
+    pub fn params(&self) -> &ConnectParams {
+        &self.params
+    }
+
     /// Connects now instead of at the first [`ResilientStream::next_event`], so that a
     /// missing or busy slot is reported at start. Transient failures are retried.
     pub async fn connect_now(&mut self) -> Result<(), ReplicationError> {
