@@ -186,34 +186,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn disable_has_no_tls_and_the_other_modes_do() {
-        assert!(tls::client_config(SslMode::Disable, None)
-            .expect("disable")
-            .is_none());
-        for mode in [
-            SslMode::Prefer,
-            SslMode::Require,
-            SslMode::VerifyCa,
-            SslMode::VerifyFull,
-        ] {
-            assert!(
-                tls::client_config(mode, None).expect("config").is_some(),
-                "{mode:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_missing_root_certificate_file_is_named() {
-        let error = tls::client_config(
-            SslMode::VerifyFull,
-            Some(std::path::Path::new("/nonexistent/root.pem")),
-        )
-        .expect_err("must fail");
-        assert!(error.contains("/nonexistent/root.pem"), "{error}");
-    }
-
-    #[test]
     fn session_options_pin_the_text_formats() {
         for setting in [
             "DateStyle=ISO",
