@@ -107,14 +107,40 @@ pub fn consume(
                 json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) })
             })
         });
-        records.push(json!({
+        let order = (
+            message.timestamp().to_millis().unwrap_or(0),
+            event_position(message.headers()),
+        );
+        records.push((order, json!({
             "topic": message.topic(),
             "partition": message.partition(),
             "offset": message.offset(),
             "key": message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             "headers": headers,
             "value": value,
-        }));
+        })));
     }
-    Ok(records)
+    // Partitions and topics are read side by side; print in the order the events were
+    // produced (record time, then the commit LSN and position in the eventId header).
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(records.into_iter().map(|(_, record)| record).collect())
+}
+
+/// The (commit LSN, index) of an entity event's `eventId` header (`0/17AE6B8:2`).
+fn event_position(headers: Option<&rdkafka::message::BorrowedHeaders>) -> (u64, u32) {
+    let Some(id) = headers.and_then(|list| {
+        list.iter()
+            .find(|h| h.key == "eventId")
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }) else {
+        return (0, 0);
+    };
+    let mut parts = id.split(':');
+    let lsn = parts
+        .next()
+        .and_then(|l| l.parse::<crate::source::Lsn>().ok())
+        .map_or(0, |l| l.0);
+    let index = parts.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+    (lsn, index)
 }

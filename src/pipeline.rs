@@ -101,6 +101,8 @@ pub struct RunSummary {
     pub skipped: u64,
     /// Events or changes sent to the dead-letter topic.
     pub dead_lettered: u64,
+    /// Events whose priority column held no priority name (the entity's default was used).
+    pub unknown_priorities: u64,
     /// The LSN confirmed to PostgreSQL at the end.
     pub confirmed: Lsn,
 }
@@ -225,6 +227,7 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         summary: RunSummary::default(),
         stop: cancel.clone(),
         failure: failure.clone(),
+        unknown_priority_reported: std::collections::HashSet::new(),
     };
     let outcome = source.run(&mut reader, &cancel, &failure).await;
 
@@ -266,6 +269,7 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         events = summary.events,
         skipped = summary.skipped,
         dead_lettered = summary.dead_lettered,
+        unknown_priorities = summary.unknown_priorities,
         confirmed = %confirmed,
         "pipeline stopped"
     );
@@ -284,6 +288,9 @@ struct SourceLoop {
     stop: CancellationToken,
     /// Cancelled by the delivery task when a delivery fails.
     failure: CancellationToken,
+    /// Entities whose priority column held a value that is no priority, already reported
+    /// (once per entity, not per event: the count is in the summary).
+    unknown_priority_reported: std::collections::HashSet<String>,
 }
 
 impl SourceLoop {
@@ -412,6 +419,13 @@ impl SourceLoop {
         match build_events(&binding, &change, self.context.as_ref()) {
             Ok(events) => {
                 for event in events {
+                    if event.unknown_priority {
+                        self.summary.unknown_priorities += 1;
+                        if self.unknown_priority_reported.insert(event.entity_type.clone()) {
+                            warn!(entity = %event.entity_type, event_id = %event.event_id,
+                                "priority column holds a value that is no priority; the entity's default is used (reported once per entity)");
+                        }
+                    }
                     let position = self.watermark.with(|w| w.add_event(change.commit_lsn))?;
                     self.sink.send(encode_json(&event, position)).await;
                     self.summary.events += 1;

@@ -218,8 +218,15 @@ pub enum SetupError {
         /// The slot name.
         slot: String,
     },
+    /// The server is not configured for logical decoding: applying would create the
+    /// publication and then fail on the slot, so nothing is applied.
+    #[error("wal_level is {current}, logical decoding needs wal_level = logical; nothing was applied")]
+    WalLevel {
+        /// The server's wal_level.
+        current: String,
+    },
     /// A statement of the plan failed.
-    #[error("running {statement}")]
+    #[error("running {statement}: {}", source.as_db_error().map_or_else(|| source.to_string(), |e| e.message().to_owned()))]
     Apply {
         /// The statement.
         statement: String,
@@ -234,6 +241,11 @@ impl SetupError {
     pub fn hint(&self) -> Option<String> {
         match self {
             SetupError::Sql(_) | SetupError::Apply { .. } => None,
+            SetupError::WalLevel { .. } => Some(
+                "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL and run \
+                 entity-cdc setup --apply again"
+                    .to_owned(),
+            ),
             SetupError::TableNotFound { table } => Some(format!(
                 "create {table} or correct the entity's table in connector.yaml \
                  (schema and name are exact, case-sensitive names)"
@@ -458,6 +470,16 @@ pub(crate) fn replica_identity_name(code: char) -> &'static str {
 
 /// Runs a plan: the catalog steps in one transaction, then the slot creation.
 pub async fn apply(client: &mut Client, plan: &SetupPlan) -> Result<(), SetupError> {
+    // Refuse before changing anything: a half-applied setup (a publication but no slot)
+    // is confusing to find later.
+    let wal_level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(SqlError::query("reading wal_level"))?
+        .get(0);
+    if wal_level != "logical" && !plan.is_empty() {
+        return Err(SetupError::WalLevel { current: wal_level });
+    }
     let apply_error = |statement: &str| {
         let statement = statement.to_owned();
         move |source| SetupError::Apply { statement, source }
