@@ -378,12 +378,12 @@ async fn oracle_session(server: &PgServer) -> tokio_postgres::Client {
 }
 
 /// Asks PostgreSQL for every value of row `id` as it is now.
-async fn pg_row(client: &tokio_postgres::Client, id: i32) -> PgRow {
+async fn pg_row(client: &tokio_postgres::Client, table: &str, columns: &[Col], id: i32) -> PgRow {
     let mut row = PgRow::new();
-    for column in COLUMNS {
+    for column in columns {
         let c = column.name;
         let sql = format!(
-            "select {c}::text, to_json({c})::text, ({extra})::text from typed.t where id = {id}",
+            "select {c}::text, to_json({c})::text, ({extra})::text from {table} where id = {id}",
             extra = extra_sql(column.oracle, c)
         );
         let messages = client
@@ -664,14 +664,14 @@ fn check_value(column: &Col, value: &Value, pg: &PgValue, what: &str) {
 }
 
 /// Checks a whole row image against PostgreSQL's.
-fn check_row(change: &Change, row: &[Value], pg: &PgRow, image: &str) {
-    assert_eq!(row.len(), COLUMNS.len(), "{image}: column count");
-    for (column, value) in COLUMNS.iter().zip(row) {
+fn check_row(columns: &[Col], change: &Change, row: &[Value], pg: &PgRow, image: &str) {
+    assert_eq!(row.len(), columns.len(), "{image}: column count");
+    for (column, value) in columns.iter().zip(row) {
         let what = format!("{image}, column {}", column.name);
         let expected = &pg[column.name];
         check_value(column, value, expected, &what);
     }
-    assert_eq!(change.relation.columns.len(), COLUMNS.len());
+    assert_eq!(change.relation.columns.len(), columns.len());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -692,12 +692,12 @@ async fn every_type_matches_what_postgresql_prints() {
         .unwrap_or_else(|e| panic!("insert: {e:#}"));
     let mut inserted = Vec::new();
     for id in 1..=6 {
-        inserted.push(pg_row(&oracle, id).await);
+        inserted.push(pg_row(&oracle, "typed.t", COLUMNS, id).await);
     }
     pg.psql_db(DB, UPDATE)
         .unwrap_or_else(|e| panic!("update: {e:#}"));
-    let updated = pg_row(&oracle, 1).await;
-    let deleted = pg_row(&oracle, 2).await;
+    let updated = pg_row(&oracle, "typed.t", COLUMNS, 1).await;
+    let deleted = pg_row(&oracle, "typed.t", COLUMNS, 2).await;
     pg.psql_db(DB, "delete from typed.t where id = 2")
         .unwrap_or_else(|e| panic!("delete: {e:#}"));
 
@@ -747,6 +747,7 @@ async fn every_type_matches_what_postgresql_prints() {
         assert!(change.old.is_none(), "an insert has no old row");
         let new = change.new.as_deref().expect("an insert has a new row");
         check_row(
+            COLUMNS,
             change,
             new,
             pg_values,
@@ -757,17 +758,186 @@ async fn every_type_matches_what_postgresql_prints() {
     let update = changes[6];
     let old = update.old.as_deref().expect("update: old row under FULL");
     let new = update.new.as_deref().expect("update: new row");
-    check_row(update, old, &inserted[0], "update of row 1, old");
-    check_row(update, new, &updated, "update of row 1, new");
+    check_row(COLUMNS, update, old, &inserted[0], "update of row 1, old");
+    check_row(COLUMNS, update, new, &updated, "update of row 1, new");
 
     let delete = changes[7];
     assert!(delete.new.is_none(), "a delete has no new row");
     let old = delete.old.as_deref().expect("delete: old row under FULL");
-    check_row(delete, old, &deleted, "delete of row 2, old");
+    check_row(COLUMNS, delete, old, &deleted, "delete of row 2, old");
 
     // The tail line of row 6 carries the array's lower bound next to it (CASE-09).
     let printed = lines(&items);
     assert_eq!(printed[5]["new"]["ai"], serde_json::json!([7, 8]));
     assert_eq!(printed[5]["new"]["ai__lbound"], serde_json::json!([0]));
     assert!(printed[0]["new"].get("ai__lbound").is_none());
+}
+
+/// Arrays of the remaining element types: the quoting and escaping of their elements in
+/// PostgreSQL's array text differs from their scalar text (bytea and json elements are
+/// quoted with escaped backslashes and quotes, box uses `;` between elements).
+const ARRAY_SETUP: &str = r#"
+create schema arrays;
+create domain arrays.price as numeric(8,2);
+create table arrays.a (
+  id int primary key,
+  aby bytea[], ajb jsonb[], aj json[], atm time[], attz timetz[], ats timestamp[],
+  af4 float4[], abc char(3)[], anm name[], avc varchar(5)[], amo money[], apt point[],
+  abx box[], ar int4range[], a3 int4[], adm arrays.price[], aiv interval[], ai8 int8[]
+);
+alter table arrays.a replica identity full;
+create publication cdc_arrays for table arrays.a;
+"#;
+
+const ARRAY_INSERT: &str = r#"
+insert into arrays.a values
+ (1, array['\x00ff'::bytea, '\x'::bytea, null, '\x5c22'::bytea],
+  array['{"a": "q\"uote", "b": [1, 2.50]}'::jsonb, 'null'::jsonb, null],
+  array['{"x" : 1}'::json, '"s\\t"'::json],
+  '{12:34:56.5,NULL,24:00:00}', '{12:00:00+05:30,"00:00:00-00:00:01"}',
+  '{"2024-02-29 12:34:56.5","0044-03-15 00:00:00 BC",infinity}',
+  '{1.1,NaN,-Infinity,3.4028235e38,-0}', '{a,"ab ",NULL}', '{x,"with space"}', '{"a,b","{}",""}',
+  '{1.50,-0.01}', '{"(1,2)","(-1.5,0)"}', '{(1,1),(0,0);(3,4),(2,2)}',
+  '{"[1,3)",empty,"(,)"}', '{{{1,2},{3,4}},{{5,NULL},{7,8}}}', '{1.5,NULL,-999999.99}',
+  '{P1Y2M,"PT-0.000001S"}', '{-9223372036854775808,9223372036854775807}'),
+ (2, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+  '{}', '{}', '{NULL,NULL}');
+"#;
+
+/// `bytea[]` text and our JSON (base64 elements).
+const BYTEA_ARRAYS: &[(&str, &str)] = &[
+    (
+        r#"{"\\x00ff","\\x",NULL,"\\x5c22"}"#,
+        r#"["AP8=","",null,"XCI="]"#,
+    ),
+    ("{}", "[]"),
+];
+
+/// `jsonb[]` and `json[]` text and our JSON (each element's exact text as a string).
+const JSON_ARRAYS: &[(&str, &str)] = &[
+    (
+        r#"{"{\"a\": \"q\\\"uote\", \"b\": [1, 2.50]}","null",NULL}"#,
+        r#"["{\"a\": \"q\\\"uote\", \"b\": [1, 2.50]}","null",null]"#,
+    ),
+    (
+        r#"{"{\"x\" : 1}","\"s\\\\t\""}"#,
+        r#"["{\"x\" : 1}","\"s\\\\t\""]"#,
+    ),
+    ("{}", "[]"),
+];
+
+/// `time[]`, `timetz[]` and `timestamp[]` text and our JSON.
+const TEMPORAL_ARRAYS: &[(&str, &str)] = &[
+    (
+        "{12:34:56.5,NULL,24:00:00}",
+        r#"["12:34:56.500000",null,"24:00:00"]"#,
+    ),
+    (
+        "{12:00:00+05:30,00:00:00-00:00:01}",
+        r#"["12:00:00+05:30","00:00:00-00:00:01"]"#,
+    ),
+    (
+        r#"{"2024-02-29 12:34:56.5","0044-03-15 00:00:00 BC",infinity}"#,
+        r#"["2024-02-29T12:34:56.500000","-0043-03-15T00:00:00","infinity"]"#,
+    ),
+    ("{}", "[]"),
+];
+
+/// The columns of `arrays.a`.
+const ARRAY_COLUMNS: &[Col] = &[
+    col("id", "int4", Oracle::PgJson),
+    col("aby", "bytea[]", Oracle::Fixed(BYTEA_ARRAYS)),
+    col("ajb", "jsonb[]", Oracle::Fixed(JSON_ARRAYS)),
+    col("aj", "json[]", Oracle::Fixed(JSON_ARRAYS)),
+    col("atm", "time[]", Oracle::Fixed(TEMPORAL_ARRAYS)),
+    col("attz", "timetz[]", Oracle::Fixed(TEMPORAL_ARRAYS)),
+    col("ats", "timestamp[]", Oracle::Fixed(TEMPORAL_ARRAYS)),
+    col("af4", "float4[]", Oracle::Float8Array),
+    col("abc", "bpchar[]", Oracle::PgJson),
+    col("anm", "name[]", Oracle::PgJson),
+    col("avc", "varchar[]", Oracle::PgJson),
+    col("amo", "money[]", Oracle::PgJson),
+    col("apt", "point[]", Oracle::PgJson),
+    col("abx", "box[]", Oracle::PgJson),
+    col("ar", "int4range[]", Oracle::PgJson),
+    col("a3", "int4[]", Oracle::PgJson),
+    col("adm", "arrays.price[]", Oracle::PgJson),
+    col("aiv", "interval[]", Oracle::PgJson),
+    col("ai8", "int8[]", Oracle::PgJson),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn arrays_of_every_element_kind_match_what_postgresql_prints() {
+    let pg = PgServer::start().unwrap_or_else(|e| panic!("starting PostgreSQL: {e:#}"));
+    pg.create_database(DB)
+        .unwrap_or_else(|e| panic!("creating the database: {e:#}"));
+    pg.psql_file(DB, ARRAY_SETUP, true)
+        .unwrap_or_else(|e| panic!("setup: {e:#}"));
+    pg.psql_db(
+        DB,
+        "select pg_create_logical_replication_slot('slot_arrays', 'pgoutput')",
+    )
+    .unwrap_or_else(|e| panic!("creating the slot: {e:#}"));
+    let oracle = oracle_session(&pg).await;
+    pg.psql_db(DB, ARRAY_INSERT)
+        .unwrap_or_else(|e| panic!("insert: {e:#}"));
+    let mut inserted = Vec::new();
+    for id in 1..=2 {
+        inserted.push(pg_row(&oracle, "arrays.a", ARRAY_COLUMNS, id).await);
+    }
+    pg.psql_db(DB, "delete from arrays.a where id = 1")
+        .unwrap_or_else(|e| panic!("delete: {e:#}"));
+
+    let items = tokio::time::timeout(
+        Duration::from_secs(30),
+        read_all(&pg, DB, "slot_arrays", "cdc_arrays"),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("reading timed out; log:\n{}", pg.log()))
+    .unwrap_or_else(|e| panic!("reading: {e:#}\nlog:\n{}", pg.log()));
+    for item in &items {
+        if let ReadItem::Undecodable(bad) = item {
+            panic!("undecodable change: {}", bad.reason);
+        }
+    }
+    let changes: Vec<&Change> = items
+        .iter()
+        .filter_map(|item| match item {
+            ReadItem::Event(SourceEvent::Change(change)) => Some(change),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes.len(), 3, "two inserts and a delete");
+    let resolved: Vec<String> = changes[0]
+        .relation
+        .columns
+        .iter()
+        .map(|c| c.pg_type.name())
+        .collect();
+    let expected: Vec<&str> = ARRAY_COLUMNS.iter().map(|c| c.type_name).collect();
+    assert_eq!(resolved, expected);
+    for (index, pg_values) in inserted.iter().enumerate() {
+        let new = changes[index]
+            .new
+            .as_deref()
+            .expect("an insert has a new row");
+        check_row(
+            ARRAY_COLUMNS,
+            changes[index],
+            new,
+            pg_values,
+            &format!("insert of row {}", index + 1),
+        );
+    }
+    let old = changes[2]
+        .old
+        .as_deref()
+        .expect("delete: old row under FULL");
+    check_row(
+        ARRAY_COLUMNS,
+        changes[2],
+        old,
+        &inserted[0],
+        "delete of row 1, old",
+    );
 }
