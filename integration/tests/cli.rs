@@ -109,7 +109,7 @@ fn command(config: &ConfigDir, server: Option<&PgServer>, args: &[&str]) -> Comm
     cmd.env("ENTITY_CDC_PGHOST", "127.0.0.1")
         .env("ENTITY_CDC_PGDATABASE", DB)
         .env("ENTITY_CDC_PGUSER", "postgres")
-        .env("NO_COLOR", "1");
+        .env_remove("NO_COLOR");
     if let Some(server) = server {
         cmd.env("ENTITY_CDC_PGPORT", server.port.to_string());
     }
@@ -531,6 +531,12 @@ fn tail_temporary_prints_the_changes_and_leaves_nothing_behind() {
 
     let (code, err) = tail.interrupt();
     assert_eq!(code, Some(0), "tail exit; stderr:\n{err}");
+    // The log goes to stderr, plain text when stderr is not a terminal.
+    assert!(err.contains("SIGINT received; stopping"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "escape codes in a log that is not a terminal: {err:?}"
+    );
     // The temporary slot goes with its connection: nothing is left behind.
     wait_for(&server, "select count(*) from pg_replication_slots", "0");
 }
