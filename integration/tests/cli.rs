@@ -632,3 +632,70 @@ fn tail_on_the_configured_slot_confirms_what_it_printed() {
     assert_eq!(code, Some(0), "second tail exit; stderr:\n{err}");
     psql(&server, "select pg_drop_replication_slot('oracle')");
 }
+
+#[test]
+fn runtime_errors_exit_1_with_the_cause_and_what_to_run() {
+    let config = ConfigDir::sample(|text| text);
+
+    // No server: the message names where it tried and why it failed.
+    let port = entity_cdc_integration::pg::free_port()
+        .unwrap_or_else(|e| panic!("finding a free port: {e:#}"));
+    let out = command(&config, None, &["check"])
+        .env("ENTITY_CDC_PGPORT", port.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("running entity-cdc check: {e}"));
+    assert_exit(&out, 1, "check without a server");
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: connecting to database app on 127.0.0.1:{port} as postgres: \
+             error connecting to server: "
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    let server = start_server();
+    let out = command(&config, Some(&server), &["setup"])
+        .env("ENTITY_CDC_PGDATABASE", "nope")
+        .output()
+        .unwrap_or_else(|e| panic!("running entity-cdc setup: {e}"));
+    assert_exit(&out, 1, "setup on a missing database");
+    assert!(
+        stderr(&out).contains("db error: FATAL: database \"nope\" does not exist"),
+        "{}",
+        stderr(&out)
+    );
+
+    // tail before setup: the slot is missing, and the hint says what to run.
+    let out = run(&config, Some(&server), &["tail"]);
+    assert_exit(&out, 1, "tail without a slot");
+    assert_eq!(
+        stderr(&out),
+        "error: replication slot \"entity_cdc\" does not exist\n\
+         hint: create the slot and the publication with `entity-cdc setup --apply`, then \
+         verify with `entity-cdc check`\n"
+    );
+
+    // A second reader of a busy slot is refused with the reason and the way out.
+    let out = run(&config, Some(&server), &["setup", "--apply"]);
+    assert_exit(&out, 0, "setup --apply");
+    let first = Tail::spawn(&config, &server, &["tail"]);
+    wait_for(
+        &server,
+        "select active::text from pg_replication_slots where slot_name = 'entity_cdc'",
+        "true",
+    );
+    let out = run(&config, Some(&server), &["tail"]);
+    assert_exit(&out, 1, "tail on a busy slot");
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: replication slot \"entity_cdc\" is active for another process"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\nhint: another process is reading this slot"),
+        "{err}"
+    );
+    let (code, err) = first.interrupt();
+    assert_eq!(code, Some(0), "first tail; stderr:\n{err}");
+}
