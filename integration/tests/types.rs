@@ -31,7 +31,7 @@ use entity_cdc::source::change::{Change, ChangeKind, SourceEvent};
 use entity_cdc::source::reader::ReadItem;
 use entity_cdc::source::value::{Numeric, Timestamp, Value};
 use entity_cdc_integration::capture::{lines, read_all};
-use entity_cdc_integration::PgServer;
+use entity_cdc_integration::{PgServer, PgServerOptions};
 use serde_json::Value as Json;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -785,6 +785,41 @@ fn check_row(columns: &[Col], change: &Change, row: &[Value], pg: &PgRow, image:
 #[tokio::test(flavor = "multi_thread")]
 async fn every_type_matches_what_postgresql_prints() {
     let pg = PgServer::start().unwrap_or_else(|e| panic!("starting PostgreSQL: {e:#}"));
+    every_type(pg).await;
+}
+
+/// The replication and catalog sessions pin their output settings: a server whose defaults
+/// print everything differently must give the very same values.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_type_is_the_same_whatever_the_server_output_settings() {
+    let settings = [
+        ("DateStyle", "SQL, DMY"),
+        ("TimeZone", "America/New_York"),
+        ("IntervalStyle", "sql_standard"),
+        ("extra_float_digits", "-15"),
+        ("bytea_output", "escape"),
+    ];
+    let options = PgServerOptions {
+        settings: settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..PgServerOptions::default()
+    };
+    let pg = PgServer::start_with(options).unwrap_or_else(|e| panic!("starting PostgreSQL: {e:#}"));
+    assert_eq!(
+        pg.psql(
+            "select now()::date::text ~ '^../../....$', 1.1::float8::text, interval '1 day'::text"
+        )
+        .unwrap_or_else(|e| panic!("{e:#}")),
+        "t|1|1 0:00:00",
+        "the server's own sessions print in its settings"
+    );
+    every_type(pg).await;
+}
+
+/// Captures `typed.t` on `pg` and compares every value with the oracle.
+async fn every_type(pg: PgServer) {
     pg.create_database(DB)
         .unwrap_or_else(|e| panic!("creating the database: {e:#}"));
     pg.psql_file(DB, SETUP, true)
