@@ -684,7 +684,23 @@ fn runtime_errors_exit_1_with_the_cause_and_what_to_run() {
         stderr(&out)
     );
 
-    // tail before setup: the slot is missing, and the hint says what to run.
+    // tail before setup: the publication is missing (pgoutput itself would say so only at
+    // the first change decoded), and the hint says what to run.
+    for args in [&["tail"][..], &["tail", "--temporary"][..]] {
+        let out = run(&config, Some(&server), args);
+        assert_exit(&out, 1, "tail without a publication");
+        assert_eq!(
+            stderr(&out),
+            "error: publication \"entity_cdc\" does not exist\n\
+             hint: create the publication and the slot with `entity-cdc setup --apply`, then \
+             verify with `entity-cdc check`\n"
+        );
+    }
+    // With the publication, the missing slot is next.
+    psql(
+        &server,
+        "create publication entity_cdc for table public.orders, public.products",
+    );
     let out = run(&config, Some(&server), &["tail"]);
     assert_exit(&out, 1, "tail without a slot");
     assert_eq!(
