@@ -230,6 +230,10 @@ async fn tail(config: &Config, temporary: bool) -> Result<ExitCode, CommandError
     }
     let cancel = shutdown_signal()?;
     let mut reader = source::open_reader(&settings).await?;
+    // Nothing is in flight yet: keepalives may confirm the server's WAL end. Otherwise a
+    // tail that has printed no transaction never answers a keepalive with the position the
+    // server sent, and a fast shutdown of PostgreSQL waits wal_sender_timeout for it.
+    reader.stream().set_idle(true);
     info!(slot = %settings.slot, publication = %settings.publication, "tailing");
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -248,13 +252,19 @@ async fn tail(config: &Config, temporary: bool) -> Result<ExitCode, CommandError
                 break Err(CommandError::Stdout(e));
             }
         }
-        if let ReadItem::Event(SourceEvent::Commit { end_lsn, .. }) = item {
-            // The transaction is on stdout once flushed: only then may the slot move on.
-            if let Err(e) = out.flush() {
-                break Err(CommandError::Stdout(e));
+        match item {
+            ReadItem::Event(SourceEvent::Commit { end_lsn, .. }) => {
+                // The transaction is on stdout once flushed: only then may the slot move on.
+                if let Err(e) = out.flush() {
+                    break Err(CommandError::Stdout(e));
+                }
+                reader.stream().confirm(end_lsn);
+                reader.stream().set_idle(true);
             }
-            reader.stream().confirm(end_lsn);
-            reader.stream().set_idle(true);
+            // A partly received transaction was dropped and comes again from its start:
+            // nothing is in flight, as at the start.
+            ReadItem::Event(SourceEvent::Reconnected) => reader.stream().set_idle(true),
+            _ => {}
         }
     };
     let _ = out.flush();

@@ -24,11 +24,30 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::execute(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", with_causes(&e));
             if let Some(hint) = e.hint() {
                 eprintln!("hint: {hint}");
             }
             e.exit_code()
         }
     }
+}
+
+/// The error and its causes, `outer: inner: innermost`. Display texts are lowercase fragments
+/// without their source (the project's style), so the causes are added here, where the
+/// operator reads them: "connecting to database app on 127.0.0.1:5432 as app" alone does
+/// not say whether the server was down or the password wrong. A cause whose text the message
+/// already holds (some variants quote their source) is not repeated.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !inner_text.is_empty() && !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }

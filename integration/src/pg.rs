@@ -251,12 +251,24 @@ impl PgServer {
                 .arg("-INT")
                 .arg(pid.to_string())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
+            // A fast shutdown waits for walsenders until their client confirms everything
+            // sent (up to wal_sender_timeout); past 20 s, escalate to an immediate shutdown
+            // (SIGQUIT), then SIGKILL, on the postmaster itself: killing `runuser` alone
+            // would leave the postmaster holding the data directory and the port.
+            for (signal, wait) in [("-INT", 20), ("-QUIT", 5), ("-KILL", 5)] {
+                if signal != "-INT" {
+                    let _ = Command::new("kill")
+                        .arg(signal)
+                        .arg(pid.to_string())
+                        .status();
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                let deadline = Instant::now() + Duration::from_secs(wait);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
             let _ = child.kill();
             let _ = child.wait();

@@ -67,6 +67,13 @@ pub enum OpenError {
     /// The replication connection failed.
     #[error(transparent)]
     Replication(#[from] replication::ReplicationError),
+    /// The publication does not exist. pgoutput would only say so at the first change
+    /// decoded, which on a quiet database may be much later: it is checked up front.
+    #[error("publication {publication:?} does not exist")]
+    PublicationMissing {
+        /// The configured publication.
+        publication: String,
+    },
 }
 
 impl OpenError {
@@ -75,6 +82,11 @@ impl OpenError {
         match self {
             OpenError::Sql(_) => None,
             OpenError::Replication(e) => e.hint().map(str::to_owned),
+            OpenError::PublicationMissing { .. } => Some(
+                "create the publication and the slot with `entity-cdc setup --apply`, then \
+                 verify with `entity-cdc check`"
+                    .to_owned(),
+            ),
         }
     }
 
@@ -83,6 +95,7 @@ impl OpenError {
         match self {
             OpenError::Sql(e) => e.disposition(),
             OpenError::Replication(e) => e.disposition(),
+            OpenError::PublicationMissing { .. } => Disposition::Halt,
         }
     }
 }
@@ -93,6 +106,21 @@ impl OpenError {
 /// slot is reported at once; later losses are healed by reconnecting.
 pub async fn open_reader(settings: &SourceSettings) -> Result<ChangeReader, OpenError> {
     let catalog = sql::connect(&settings.params).await?;
+    let publication = catalog
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&settings.publication],
+        )
+        .await
+        .map_err(sql::SqlError::query(format!(
+            "looking up publication {}",
+            settings.publication
+        )))?;
+    if publication.is_none() {
+        return Err(OpenError::PublicationMissing {
+            publication: settings.publication.clone(),
+        });
+    }
     let mut options = StreamOptions::new(settings.slot.clone(), vec![settings.publication.clone()]);
     options.status_interval = settings.status_interval;
     let stream = if settings.temporary_slot {

@@ -1,5 +1,7 @@
 //! Logs (tracing) now; metrics and health come with the operations issue.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::cli::LogFormat;
@@ -8,7 +10,7 @@ use crate::cli::LogFormat;
 /// `tail` command prints JSON lines there). The level comes from `RUST_LOG`, default info.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
+    // Colours only on a terminal: a log file or collector would get escape codes.
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
