@@ -10,7 +10,8 @@ use entity_cdc::telemetry;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logging(cli.log_format);
+    let log_format = cli.log_format;
+    telemetry::init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -24,9 +25,19 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::execute(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", with_causes(&e));
-            if let Some(hint) = e.hint() {
-                eprintln!("hint: {hint}");
+            let message = with_causes(&e);
+            let hint = e.hint();
+            match log_format {
+                // A log collector reads one JSON object per line, the final error too.
+                cli::LogFormat::Json => {
+                    tracing::error!(hint = hint.as_deref(), "{message}");
+                }
+                cli::LogFormat::Text => {
+                    eprintln!("error: {message}");
+                    if let Some(hint) = hint {
+                        eprintln!("hint: {hint}");
+                    }
+                }
             }
             e.exit_code()
         }

@@ -123,10 +123,38 @@ struct SinkContext {
     reports: mpsc::UnboundedSender<Report>,
     /// For log lines that say where Kafka was expected.
     bootstrap_servers: String,
+    /// When an "unreachable" warning was last logged (ms since the Unix epoch): librdkafka
+    /// reports every failed connection attempt to every broker, several a second, and an
+    /// operator needs to read that Kafka is down, not a flood.
+    last_unreachable_warning: std::sync::atomic::AtomicU64,
+}
+
+/// How often an unreachable Kafka is logged at WARN; the attempts in between go to DEBUG.
+const UNREACHABLE_WARNING_INTERVAL_MS: u64 = 10_000;
+
+impl SinkContext {
+    /// Whether an "unreachable" line may be logged at WARN now.
+    fn unreachable_warning_due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let last = self.last_unreachable_warning.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= UNREACHABLE_WARNING_INTERVAL_MS
+            && self
+                .last_unreachable_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
 }
 
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // Connection failures are reported by `error` below, rate-limited.
+        if facility == "FAIL" {
+            debug!(facility, "librdkafka: {message}");
+            return;
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -146,11 +174,17 @@ impl ClientContext for SinkContext {
                 RDKafkaErrorCode::AllBrokersDown
                 | RDKafkaErrorCode::BrokerTransportFailure
                 | RDKafkaErrorCode::Resolve,
-            ) => warn!(
-                bootstrap_servers = %self.bootstrap_servers,
-                reason,
-                "kafka unreachable; librdkafka keeps reconnecting and nothing is confirmed meanwhile"
-            ),
+            ) => {
+                if self.unreachable_warning_due() {
+                    warn!(
+                        bootstrap_servers = %self.bootstrap_servers,
+                        reason,
+                        "kafka unreachable; librdkafka keeps reconnecting and nothing is confirmed meanwhile"
+                    );
+                } else {
+                    debug!(reason, "kafka still unreachable");
+                }
+            }
             Some(RDKafkaErrorCode::Fatal) => error!(
                 bootstrap_servers = %self.bootstrap_servers,
                 reason,
@@ -222,6 +256,7 @@ impl KafkaSink {
         settings.validate()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let context = SinkContext {
+            last_unreachable_warning: std::sync::atomic::AtomicU64::new(0),
             reports: tx.clone(),
             bootstrap_servers: settings.bootstrap_servers.clone(),
         };
