@@ -111,14 +111,17 @@ pub fn consume(
             message.timestamp().to_millis().unwrap_or(0),
             event_position(message.headers()),
         );
-        records.push((order, json!({
-            "topic": message.topic(),
-            "partition": message.partition(),
-            "offset": message.offset(),
-            "key": message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            "headers": headers,
-            "value": value,
-        })));
+        records.push((
+            order,
+            json!({
+                "topic": message.topic(),
+                "partition": message.partition(),
+                "offset": message.offset(),
+                "key": message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                "headers": headers,
+                "value": value,
+            }),
+        ));
     }
     // Partitions and topics are read side by side; print in the order the events were
     // produced (record time, then the commit LSN and position in the eventId header).

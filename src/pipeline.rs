@@ -65,6 +65,9 @@ pub enum PipelineError {
         #[source]
         source: SinkError,
     },
+    /// The configuration asks for something this version cannot do.
+    #[error("{0}")]
+    Unsupported(String),
     /// The sink could not be set up.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -193,6 +196,12 @@ pub fn topics(config: &Config) -> Result<Vec<String>, BuildError> {
 /// Runs the pipeline until `cancel` fires (then drains and confirms) or an error stops it
 /// (then nothing past the failure is confirmed).
 pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummary, PipelineError> {
+    if config.format == crate::config::Format::Avro {
+        // Producing JSON under a configured Avro format would break every consumer.
+        return Err(PipelineError::Unsupported(
+            "format: avro is not implemented yet; use format: json".to_owned(),
+        ));
+    }
     let settings = SourceSettings::from_config(config);
     let (sink, reports) = KafkaSink::new(sink_settings(config))?;
     let sink = Arc::new(sink);
@@ -421,7 +430,10 @@ impl SourceLoop {
                 for event in events {
                     if event.unknown_priority {
                         self.summary.unknown_priorities += 1;
-                        if self.unknown_priority_reported.insert(event.entity_type.clone()) {
+                        if self
+                            .unknown_priority_reported
+                            .insert(event.entity_type.clone())
+                        {
                             warn!(entity = %event.entity_type, event_id = %event.event_id,
                                 "priority column holds a value that is no priority; the entity's default is used (reported once per entity)");
                         }

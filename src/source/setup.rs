@@ -220,7 +220,9 @@ pub enum SetupError {
     },
     /// The server is not configured for logical decoding: applying would create the
     /// publication and then fail on the slot, so nothing is applied.
-    #[error("wal_level is {current}, logical decoding needs wal_level = logical; nothing was applied")]
+    #[error(
+        "wal_level is {current}, logical decoding needs wal_level = logical; nothing was applied"
+    )]
     WalLevel {
         /// The server's wal_level.
         current: String,
