@@ -125,7 +125,7 @@ pub fn consume(
     }
     // Partitions and topics are read side by side; print in the order the events were
     // produced (record time, then the commit LSN and position in the eventId header).
-    records.sort_by(|a, b| a.0.cmp(&b.0));
+    records.sort_by_key(|r| r.0);
     Ok(records.into_iter().map(|(_, record)| record).collect())
 }
 
