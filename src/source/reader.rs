@@ -17,6 +17,7 @@ use crate::source::change::{ChangeKind, Column, Relation, Row, SourceEvent};
 use crate::source::pgoutput::{
     Decoder, LogicalMessage, OldTuple, RelationBody, TupleColumn, TupleData,
 };
+use crate::source::relation::RelationCache;
 use crate::source::replication::{ReplicationEvent, ResilientStream};
 use crate::source::value::{parse_text, PgType, Value};
 use crate::source::{Change, Lsn};
@@ -137,7 +138,7 @@ const PROTOCOL_VERSION: u32 = 1;
 pub struct ChangeReader {
     stream: ResilientStream,
     decoder: Decoder,
-    relations: HashMap<u32, Arc<Relation>>,
+    relations: RelationCache,
     types: TypeResolver,
     open: Option<OpenTransaction>,
     feed: Option<tokio::sync::watch::Receiver<Confirmation>>,
@@ -149,7 +150,7 @@ impl ChangeReader {
         ChangeReader {
             stream,
             decoder: Decoder::new(PROTOCOL_VERSION),
-            relations: HashMap::new(),
+            relations: RelationCache::new(),
             types: TypeResolver::new(catalog),
             open: None,
             feed: None,
@@ -289,7 +290,7 @@ impl ChangeReader {
             LogicalMessage::Relation(body) => {
                 let relation = self.resolve_relation(&body).await?;
                 debug!(relation = %relation.qualified_name(), oid = relation.oid, "relation described");
-                self.relations.insert(relation.oid, Arc::new(relation));
+                self.relations.insert(relation);
                 return Ok(None);
             }
             LogicalMessage::Type { oid, .. } => {
@@ -324,7 +325,7 @@ impl ChangeReader {
             } => {
                 let mut relations = Vec::with_capacity(relation_oids.len());
                 for oid in relation_oids {
-                    let relation = self.relations.get(&oid).cloned();
+                    let relation = self.relations.get(oid);
                     relations.push(relation.ok_or(ReadError::UnknownRelation { lsn, oid })?);
                 }
                 let (commit_lsn, xid, index) = self.next_position();
@@ -392,14 +393,13 @@ impl ChangeReader {
         old: Option<OldTuple>,
         new: Option<TupleData>,
     ) -> Result<Option<ReadItem>, ReadError> {
-        let relation =
-            self.relations
-                .get(&relation_oid)
-                .cloned()
-                .ok_or(ReadError::UnknownRelation {
-                    lsn,
-                    oid: relation_oid,
-                })?;
+        let relation = self
+            .relations
+            .get(relation_oid)
+            .ok_or(ReadError::UnknownRelation {
+                lsn,
+                oid: relation_oid,
+            })?;
         let (commit_lsn, xid, index) = self.next_position();
         let commit_ts = self.open.map_or(0, |o| o.commit_ts);
         let decoded = decode_images(&relation, lsn, old.as_ref(), new.as_ref());

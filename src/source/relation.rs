@@ -1,4 +1,5 @@
-//! The relation cache: the latest Relation message of every table, by OID.
+//! The relation cache: the latest description of every table, by OID, with its column
+//! types resolved.
 //!
 //! Row messages name their table only by OID, and the server sends a table's Relation
 //! message once before its first change on a connection and again whenever the schema or
@@ -9,13 +10,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::source::pgoutput::RelationBody;
+use crate::source::change::Relation;
 
 /// The schemas of the relations seen on the current replication connection.
 #[derive(Debug, Default)]
 pub struct RelationCache {
     /// Shared so that changes decoded under one schema keep it after a replacement.
-    relations: HashMap<u32, Arc<RelationBody>>,
+    relations: HashMap<u32, Arc<Relation>>,
 }
 
 impl RelationCache {
@@ -26,14 +27,14 @@ impl RelationCache {
 
     /// Stores a relation, replacing the previous schema of the same OID, and returns the
     /// shared handle; the replaced one stays valid for whoever still holds it.
-    pub fn insert(&mut self, relation: RelationBody) -> Arc<RelationBody> {
+    pub fn insert(&mut self, relation: Relation) -> Arc<Relation> {
         let relation = Arc::new(relation);
         self.relations.insert(relation.oid, Arc::clone(&relation));
         relation
     }
 
     /// The current schema of a relation, `None` if no Relation message announced it.
-    pub fn get(&self, oid: u32) -> Option<Arc<RelationBody>> {
+    pub fn get(&self, oid: u32) -> Option<Arc<Relation>> {
         self.relations.get(&oid).cloned()
     }
 
@@ -56,21 +57,23 @@ impl RelationCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::pgoutput::{RelationColumn, ReplicaIdentity};
+    use crate::source::change::Column;
+    use crate::source::pgoutput::ReplicaIdentity;
+    use crate::source::value::PgType;
 
-    fn relation(oid: u32, identity: ReplicaIdentity, column_count: usize) -> RelationBody {
-        RelationBody {
-            xid: None,
+    fn relation(oid: u32, identity: ReplicaIdentity, column_count: usize) -> Relation {
+        Relation {
             oid,
-            namespace: "public".to_owned(),
+            schema: "public".to_owned(),
             name: format!("t{oid}"),
             replica_identity: identity,
             columns: (0..column_count)
-                .map(|i| RelationColumn {
-                    flags: 1,
+                .map(|i| Column {
                     name: format!("c{i}"),
                     type_oid: 23,
                     type_modifier: -1,
+                    pg_type: PgType::Int4,
+                    identity: true,
                 })
                 .collect(),
         }
