@@ -197,7 +197,36 @@ async fn setup(config: &Config, apply: bool) -> Result<ExitCode, CommandError> {
 async fn check(config: &Config) -> Result<ExitCode, CommandError> {
     let target = database_target(config);
     let client = sql::connect(&target.params).await?;
-    let report = check::check(&client, &target).await?;
+    let mut report = check::check(&client, &target).await?;
+    // The entities' configured columns against the catalog: what `run` would refuse.
+    let problems = crate::model::verify_entities(&client, &config.entities)
+        .await
+        .map_err(|e| CommandError::Pipeline(Box::new(e.into())))?;
+    for entity in config.entities.iter().filter(|e| e.streaming.enabled) {
+        let mine: Vec<String> = problems
+            .iter()
+            .map(ToString::to_string)
+            .filter(|p| p.starts_with(&format!("entity {}:", entity.name)))
+            .collect();
+        report.items.push(check::CheckItem {
+            name: format!("entity {}", entity.name),
+            status: if mine.is_empty() {
+                check::CheckStatus::Ok
+            } else {
+                check::CheckStatus::Fail
+            },
+            detail: if mine.is_empty() {
+                format!(
+                    "key, tenant and configured columns found in {}",
+                    entity.table
+                )
+            } else {
+                mine.join("; ")
+            },
+            fix: (!mine.is_empty())
+                .then(|| "correct the entity in connector.yaml or the table".to_owned()),
+        });
+    }
     println!("{}", report.render());
     Ok(if report.is_ready() {
         ExitCode::SUCCESS

@@ -28,7 +28,7 @@ use crate::codec::{dead_letter_record, encode_json, DeadLetter};
 use crate::config::Config;
 use crate::error::Disposition;
 use crate::event::{build_events, topic_name, BuildError, ChangeType};
-use crate::model::{BindError, EntityModel, TransactionContext, CONTEXT_PREFIX};
+use crate::model::{verify_entities, BindError, EntityModel, TransactionContext, CONTEXT_PREFIX};
 use crate::sink::{Delivery, KafkaSink, Record, SinkError, SinkSettings};
 use crate::source::change::{Change, SourceEvent};
 use crate::source::reader::{ChangeReader, Confirmation, ReadError, ReadItem, Undecodable};
@@ -65,6 +65,9 @@ pub enum PipelineError {
         #[source]
         source: SinkError,
     },
+    /// Entities whose configured columns or tables do not match the database.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Entities(Vec<BindError>),
     /// The configuration asks for something this version cannot do.
     #[error("{0}")]
     Unsupported(String),
@@ -203,6 +206,16 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         ));
     }
     let settings = SourceSettings::from_config(config);
+    // Refuse at start, before waiting for Kafka, what would stop the pipeline at a table's
+    // first change: a configured column or table the database does not have.
+    let catalog = crate::source::sql::connect(&settings.params)
+        .await
+        .map_err(|e| PipelineError::Open(e.into()))?;
+    let problems = verify_entities(&catalog, &config.entities).await?;
+    drop(catalog);
+    if !problems.is_empty() {
+        return Err(PipelineError::Entities(problems));
+    }
     let (sink, reports) = KafkaSink::new(sink_settings(config))?;
     let sink = Arc::new(sink);
     info!(bootstrap = %config.kafka.bootstrap_servers, "waiting for kafka");

@@ -813,3 +813,48 @@ fn tail_on_the_configured_slot_rides_over_a_server_restart() {
     let (code, err) = tail.interrupt();
     assert_eq!(code, Some(0), "tail exit; stderr:\n{err}");
 }
+
+/// A column named wrongly in connector.yaml is found by `check` and refused by `run` at
+/// start, before anything is read, naming the entity, the config path and the table.
+#[test]
+fn a_misnamed_entity_column_fails_check_and_run_at_start() {
+    let server = start_server();
+    let good = ConfigDir::sample(|text| text);
+    assert_exit(
+        &run(&good, Some(&server), &["setup", "--apply"]),
+        0,
+        "setup --apply",
+    );
+    let bad = ConfigDir::sample(|text| {
+        // The second tenantColumn is Product's.
+        let at = text
+            .rfind("tenantColumn: tenant_id")
+            .expect("Product's tenantColumn");
+        format!(
+            "{}tenantColumn: tenantid{}",
+            &text[..at],
+            &text[at + "tenantColumn: tenant_id".len()..]
+        )
+    });
+    let expected = "entity Product: entities[1].tenantColumn names column \"tenantid\", \
+                    which \"public\".\"products\" does not have";
+    let out = run(&bad, Some(&server), &["check"]);
+    assert_exit(&out, 2, "check with a misnamed column");
+    assert!(
+        stdout(&out).contains(&format!("FAIL  entity Product: {expected}")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("OK    entity Order:"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&bad, Some(&server), &["run"]);
+    assert_exit(&out, 1, "run with a misnamed column");
+    assert!(
+        stderr(&out).contains(&format!("error: {expected}")),
+        "{}",
+        stderr(&out)
+    );
+}

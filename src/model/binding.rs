@@ -27,6 +27,16 @@ pub enum BindError {
         /// The table, qualified.
         table: String,
     },
+    /// The entity's table does not exist.
+    #[error("entity {entity}: table {table} (entities[{index}].table) does not exist")]
+    TableMissing {
+        /// The entity's name.
+        entity: String,
+        /// Its position in `entities`.
+        index: usize,
+        /// The table, qualified.
+        table: String,
+    },
     /// Neither keyColumns nor a primary key says what identifies a row.
     #[error(
         "entity {entity}: {table} has no primary key and entities[{index}].keyColumns is not set"
@@ -159,17 +169,63 @@ fn bind(
     relation: &Arc<Relation>,
     primary_key: &[String],
 ) -> Result<Binding, BindError> {
-    let table = relation.qualified_name();
+    let names: Vec<&str> = relation.columns.iter().map(|c| c.name.as_str()).collect();
+    let found = positions(
+        index,
+        &entity,
+        &relation.qualified_name(),
+        &names,
+        primary_key,
+    )?;
+    Ok(Binding {
+        entity: entity.clone(),
+        relation: relation.clone(),
+        key: found.key,
+        tenant: found.tenant,
+        version: found.version,
+        user: found.user,
+        priority_field: found.priority_field,
+    })
+}
+
+/// Where the configured columns are among a table's columns.
+struct Positions {
+    key: Vec<usize>,
+    tenant: TenantSource,
+    version: Option<usize>,
+    user: Option<usize>,
+    priority_field: Option<usize>,
+}
+
+/// Checks an entity's configured columns against a table's columns as the catalog lists
+/// them, so that `run` refuses a mismatch at start instead of at the table's first change.
+pub fn check_columns(
+    index: usize,
+    entity: &EntityConfig,
+    table: &str,
+    columns: &[String],
+    primary_key: &[String],
+) -> Result<(), BindError> {
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    positions(index, entity, table, &names, primary_key).map(|_| ())
+}
+
+fn positions(
+    index: usize,
+    entity: &EntityConfig,
+    table: &str,
+    columns: &[&str],
+    primary_key: &[String],
+) -> Result<Positions, BindError> {
     let column = |name: &str, path: String| -> Result<usize, BindError> {
-        relation
-            .columns
+        columns
             .iter()
-            .position(|c| c.name == name)
+            .position(|c| *c == name)
             .ok_or_else(|| BindError::MissingColumn {
                 entity: entity.name.clone(),
                 path,
                 column: name.to_owned(),
-                table: table.clone(),
+                table: table.to_owned(),
             })
     };
     let key_names: Vec<String> = match &entity.key_columns {
@@ -180,7 +236,7 @@ fn bind(
         return Err(BindError::NoKey {
             entity: entity.name.clone(),
             index,
-            table,
+            table: table.to_owned(),
         });
     }
     let key_path = if entity.key_columns.is_some() {
@@ -205,17 +261,12 @@ fn bind(
             .map(|n| column(n, format!("entities[{index}].{field}")))
             .transpose()
     };
-    let version = optional(&entity.version_column, "versionColumn")?;
-    let user = optional(&entity.user_column, "userColumn")?;
-    let priority_field = optional(&entity.streaming.priority_field, "streaming.priorityField")?;
-    Ok(Binding {
-        entity: entity.clone(),
-        relation: relation.clone(),
+    Ok(Positions {
         key,
         tenant,
-        version,
-        user,
-        priority_field,
+        version: optional(&entity.version_column, "versionColumn")?,
+        user: optional(&entity.user_column, "userColumn")?,
+        priority_field: optional(&entity.streaming.priority_field, "streaming.priorityField")?,
     })
 }
 

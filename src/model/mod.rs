@@ -3,6 +3,8 @@
 
 mod binding;
 mod context;
+mod verify;
 
-pub use binding::{BindError, Binding, EntityModel, TenantSource};
+pub use binding::{check_columns, BindError, Binding, EntityModel, TenantSource};
 pub use context::{TransactionContext, CONTEXT_PREFIX};
+pub use verify::verify_entities;
