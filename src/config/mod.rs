@@ -501,9 +501,22 @@ impl Default for LaneConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TelemetryConfig {
-    /// Address for `/metrics` and `/health`; absent means no endpoint.
+    /// Address for `/metrics`, `/healthz` and `/readyz`; absent means no endpoint.
     #[serde(default, deserialize_with = "scalar::opt_socket_addr")]
     pub listen: Option<SocketAddr>,
+    /// `/readyz` fails while the replication lag in seconds is above this.
+    #[serde(default = "TelemetryConfig::default_max_lag_seconds")]
+    pub max_lag_seconds: u64,
+}
+
+impl TelemetryConfig {
+    /// Five minutes: a connector this far behind is caught up by no quick restart, and an
+    /// orchestrator should say so; a burst of a few seconds is no reason to.
+    pub const DEFAULT_MAX_LAG_SECONDS: u64 = 300;
+
+    const fn default_max_lag_seconds() -> u64 {
+        Self::DEFAULT_MAX_LAG_SECONDS
+    }
 }
 
 /// `entities[i]`: one table declared as an entity.
