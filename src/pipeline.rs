@@ -136,8 +136,6 @@ struct Tracked {
     closed: BTreeMap<Lsn, i64>,
     /// Commit time of the open transaction.
     open: Option<i64>,
-    /// Commit time of the last confirmed transaction.
-    last_confirmed: Option<i64>,
     /// Records in flight.
     records: HashMap<Position, RecordTag>,
 }
@@ -165,7 +163,6 @@ impl SharedWatermark {
                 watermark: Watermark::new(start),
                 closed: BTreeMap::new(),
                 open: None,
-                last_confirmed: None,
                 records: HashMap::new(),
             })),
             feed: Arc::new(tx),
@@ -192,20 +189,23 @@ impl SharedWatermark {
             *current = confirmation;
             changed
         });
-        // Retire the transactions the confirmation passed, for the lag in seconds.
-        while let Some((&end, &commit_ts)) = guard.closed.first_key_value() {
+        // Retire the transactions the confirmation passed. The lag in seconds is measured
+        // from the oldest transaction left: Kafka has everything committed before it. (Not
+        // from the last confirmed one: after an idle hour, that would report an hour of
+        // lag for a transaction just read.)
+        while let Some((&end, _)) = guard.closed.first_key_value() {
             if end > confirmation.lsn {
                 break;
             }
             guard.closed.pop_first();
-            guard.last_confirmed = Some(commit_ts);
         }
         let reference = if confirmation.idle {
             None
         } else {
             guard
-                .last_confirmed
-                .or_else(|| guard.closed.first_key_value().map(|(_, ts)| *ts))
+                .closed
+                .first_key_value()
+                .map(|(_, ts)| *ts)
                 .or(guard.open)
         };
         self.health.set_lag_reference(reference);
@@ -780,4 +780,60 @@ fn now_rfc3339() -> String {
         .unwrap_or(0);
     // Commit times are PostgreSQL-epoch microseconds; convert from the Unix epoch.
     crate::source::change::commit_time_rfc3339(micros - 946_684_800_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lag in seconds is measured from the oldest transaction not yet acknowledged, and
+    /// is 0 once everything is; the in-flight records are tracked with their tags.
+    #[test]
+    fn lag_reference_follows_the_oldest_pending_transaction() {
+        let health = Health::new(Duration::from_secs(60));
+        let (shared, _feed) = SharedWatermark::new(Lsn::ZERO, health.clone());
+        let now = crate::telemetry::now_pg_micros();
+        let (old, new) = (now - 50_000_000, now - 5_000_000);
+        let mut positions = Vec::new();
+        for (commit, end, ts) in [(Lsn(100), Lsn(110), old), (Lsn(200), Lsn(210), new)] {
+            let position = shared
+                .with_tracked(|t| {
+                    t.open = Some(ts);
+                    t.watermark.open(commit)?;
+                    let position = t.watermark.add_event(commit)?;
+                    t.records.insert(
+                        position,
+                        RecordTag {
+                            events: None,
+                            latency: metrics::Histogram::noop(),
+                            commit_ts: ts,
+                        },
+                    );
+                    t.open = None;
+                    t.closed.insert(end, ts);
+                    t.watermark.close(commit, end).map(|_| position)
+                })
+                .expect("watermark");
+            positions.push(position);
+        }
+        let lag = health.lag_seconds();
+        assert!((49.0..60.0).contains(&lag), "{lag}");
+        shared
+            .with_tracked(|t| {
+                t.records.remove(&positions[0]);
+                t.watermark.ack(positions[0])
+            })
+            .expect("ack");
+        let lag = health.lag_seconds();
+        assert!((4.0..15.0).contains(&lag), "{lag}");
+        shared
+            .with_tracked(|t| {
+                t.records.remove(&positions[1]);
+                t.watermark.ack(positions[1])
+            })
+            .expect("ack");
+        assert!(health.lag_seconds().abs() < f64::EPSILON);
+        assert_eq!(shared.confirmed(), Lsn(210));
+        assert_eq!(shared.in_flight(), 0);
+    }
 }

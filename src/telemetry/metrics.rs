@@ -35,7 +35,8 @@ pub const RECORDS_IN_FLIGHT: &str = "entity_cdc_records_in_flight";
 pub const COMMIT_TO_ACK_SECONDS: &str = "entity_cdc_commit_to_ack_seconds";
 /// The server's WAL end (from keepalives) minus the LSN confirmed to the slot.
 pub const REPLICATION_LAG_BYTES: &str = "entity_cdc_replication_lag_bytes";
-/// Now minus the commit time of the last acknowledged transaction, 0 when nothing is pending.
+/// Now minus the commit time of the oldest transaction read and not yet acknowledged (Kafka
+/// has everything committed before it), 0 when nothing is pending.
 pub const REPLICATION_LAG_SECONDS: &str = "entity_cdc_replication_lag_seconds";
 /// Replication connections re-established after a transient failure.
 pub const RECONNECTS: &str = "entity_cdc_replication_reconnects_total";
@@ -109,7 +110,7 @@ fn describe() {
         describe_gauge!(RECORDS_IN_FLIGHT, Unit::Count, "Records handed to Kafka without a delivery report yet.");
         describe_histogram!(COMMIT_TO_ACK_SECONDS, Unit::Seconds, "Seconds from the commit of a transaction to Kafka's acknowledgement of its event.");
         describe_gauge!(REPLICATION_LAG_BYTES, Unit::Bytes, "Server WAL end minus the LSN confirmed to the slot.");
-        describe_gauge!(REPLICATION_LAG_SECONDS, Unit::Seconds, "Now minus the commit time of the last acknowledged transaction; 0 when nothing is pending.");
+        describe_gauge!(REPLICATION_LAG_SECONDS, Unit::Seconds, "Now minus the commit time of the oldest transaction not yet acknowledged; 0 when nothing is pending.");
         describe_counter!(RECONNECTS, Unit::Count, "Replication connections re-established.");
         describe_counter!(UNKNOWN_PRIORITIES, Unit::Count, "Events whose priority column held no priority name.");
     });
