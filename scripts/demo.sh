@@ -86,6 +86,8 @@ export ENTITY_CDC_CONFIG="$root/connector.yaml"
 export ENTITY_CDC_PGHOST=127.0.0.1 ENTITY_CDC_PGPORT=$pg_port ENTITY_CDC_PGDATABASE=app
 export ENTITY_CDC_PGUSER=postgres ENTITY_CDC_PGPASSWORD=
 export ENTITY_CDC_KAFKA=127.0.0.1:$kafka_port
+telemetry_port=$(free_port)
+export ENTITY_CDC_TELEMETRY_LISTEN=127.0.0.1:$telemetry_port
 
 echo "== entity-cdc setup (what it would run)" >&2
 "$bin" setup
@@ -128,6 +130,12 @@ SQL
 echo "== the events, as a consumer reads them back from Kafka" >&2
 sleep 2
 "$bin" consume --idle-secs 3
+
+echo "== readiness and the event counters (telemetry.listen 127.0.0.1:$telemetry_port)" >&2
+if command -v curl >/dev/null; then
+  curl -s "http://127.0.0.1:$telemetry_port/readyz"; echo
+  curl -s "http://127.0.0.1:$telemetry_port/metrics" | grep -E '^entity_cdc_events_acknowledged_total' || true
+fi
 
 echo "== stopping the connector (SIGTERM: drain, confirm, exit 0)" >&2
 kill -TERM "$connector"

@@ -14,6 +14,7 @@
 //! stream before each status update. So the slot is never confirmed past a transaction
 //! with an event that Kafka (or the dead-letter topic) does not have.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,9 +31,12 @@ use crate::error::Disposition;
 use crate::event::{build_events, topic_name, BuildError, ChangeType};
 use crate::model::{verify_entities, BindError, EntityModel, TransactionContext, CONTEXT_PREFIX};
 use crate::sink::{Delivery, KafkaSink, Record, SinkError, SinkSettings};
+use crate::source::change::ChangeKind;
 use crate::source::change::{Change, SourceEvent};
 use crate::source::reader::{ChangeReader, Confirmation, ReadError, ReadItem, Undecodable};
 use crate::source::{catalog, Lsn, SourceSettings};
+use crate::telemetry::metrics::{EventMetrics, PipelineMetrics};
+use crate::telemetry::{Health, ServeError, Telemetry};
 
 /// How long a graceful stop waits for Kafka to acknowledge what is in flight. Long enough
 /// for librdkafka's own retries of a slow batch; past it the process exits without
@@ -80,6 +84,9 @@ pub enum PipelineError {
     /// Opening the source failed.
     #[error(transparent)]
     Open(#[from] crate::source::OpenError),
+    /// The telemetry endpoint could not start.
+    #[error(transparent)]
+    Telemetry(#[from] ServeError),
 }
 
 impl PipelineError {
@@ -88,6 +95,7 @@ impl PipelineError {
         match self {
             PipelineError::Read(ReadError::Replication(e)) => e.hint().map(str::to_owned),
             PipelineError::Open(e) => e.hint(),
+            PipelineError::Telemetry(e) => Some(e.hint().to_owned()),
             PipelineError::Sink(e) | PipelineError::Delivery { source: e, .. } => {
                 e.hint().map(str::to_owned)
             }
@@ -113,44 +121,99 @@ pub struct RunSummary {
     pub confirmed: Lsn,
 }
 
+/// What a record in flight counts when Kafka acknowledges it.
+struct RecordTag {
+    /// The counters of its entity and change type; None for a dead letter.
+    events: Option<Arc<EventMetrics>>,
+    /// The commit-to-ack histogram of its lane.
+    latency: metrics::Histogram,
+    /// Commit time of its transaction, PostgreSQL-epoch microseconds.
+    commit_ts: i64,
+}
+
+/// The watermark and what the metrics and `/readyz` need to know about the transactions
+/// and records it tracks, under one lock.
+struct Tracked {
+    watermark: Watermark,
+    /// Closed transactions not yet confirmed: end LSN to commit time.
+    closed: BTreeMap<Lsn, i64>,
+    /// Commit time of the open transaction.
+    open: Option<i64>,
+    /// Records in flight.
+    records: HashMap<Position, RecordTag>,
+}
+
 /// The watermark shared by the source loop and the delivery task. A std mutex: it is held
 /// for a few map operations and never across an await.
 #[derive(Clone)]
 struct SharedWatermark {
-    inner: Arc<Mutex<Watermark>>,
+    inner: Arc<Mutex<Tracked>>,
     feed: Arc<watch::Sender<Confirmation>>,
+    /// Where the lag reference goes.
+    health: Arc<Health>,
+    /// The in-flight gauge.
+    in_flight_gauge: metrics::Gauge,
 }
 
 impl SharedWatermark {
-    fn new(start: Lsn) -> (SharedWatermark, watch::Receiver<Confirmation>) {
+    fn new(start: Lsn, health: Arc<Health>) -> (SharedWatermark, watch::Receiver<Confirmation>) {
         let (tx, rx) = watch::channel(Confirmation {
             lsn: start,
             idle: true,
         });
         let shared = SharedWatermark {
-            inner: Arc::new(Mutex::new(Watermark::new(start))),
+            inner: Arc::new(Mutex::new(Tracked {
+                watermark: Watermark::new(start),
+                closed: BTreeMap::new(),
+                open: None,
+                records: HashMap::new(),
+            })),
             feed: Arc::new(tx),
+            health,
+            in_flight_gauge: metrics::gauge!(crate::telemetry::metrics::RECORDS_IN_FLIGHT),
         };
         (shared, rx)
     }
 
-    /// Runs `f` on the watermark and publishes the resulting confirmation. The value is
+    /// Runs `f` on the tracked state and publishes the resulting confirmation. The value is
     /// published while the lock is held: published after it, the delivery task's "idle"
     /// computed before the source loop opened a transaction could overwrite the source
     /// loop's newer "not idle", and the stream would then confirm a keepalive's WAL end past
     /// a transaction still in flight (found by the no-loss test).
-    fn with<T>(&self, f: impl FnOnce(&mut Watermark) -> T) -> T {
+    fn with_tracked<T>(&self, f: impl FnOnce(&mut Tracked) -> T) -> T {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let out = f(&mut guard);
         let confirmation = Confirmation {
-            lsn: guard.confirmed(),
-            idle: guard.is_idle(),
+            lsn: guard.watermark.confirmed(),
+            idle: guard.watermark.is_idle(),
         };
         self.feed.send_if_modified(|current| {
             let changed = *current != confirmation;
             *current = confirmation;
             changed
         });
+        // Retire the transactions the confirmation passed. The lag in seconds is measured
+        // from the oldest transaction left: Kafka has everything committed before it. (Not
+        // from the last confirmed one: after an idle hour, that would report an hour of
+        // lag for a transaction just read.)
+        while let Some((&end, _)) = guard.closed.first_key_value() {
+            if end > confirmation.lsn {
+                break;
+            }
+            guard.closed.pop_first();
+        }
+        let reference = if confirmation.idle {
+            None
+        } else {
+            guard
+                .closed
+                .first_key_value()
+                .map(|(_, ts)| *ts)
+                .or(guard.open)
+        };
+        self.health.set_lag_reference(reference);
+        #[allow(clippy::cast_precision_loss)]
+        self.in_flight_gauge.set(guard.watermark.in_flight() as f64);
         drop(guard);
         out
     }
@@ -159,6 +222,7 @@ impl SharedWatermark {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .watermark
             .in_flight()
     }
 
@@ -166,6 +230,7 @@ impl SharedWatermark {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .watermark
             .confirmed()
     }
 }
@@ -218,6 +283,24 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
     }
     let (sink, reports) = KafkaSink::new(sink_settings(config))?;
     let sink = Arc::new(sink);
+
+    // The endpoint starts first, so that a taken address fails the start at once and
+    // /healthz answers while Kafka and PostgreSQL are awaited.
+    let max_lag = config.telemetry.as_ref().map_or(
+        crate::config::TelemetryConfig::DEFAULT_MAX_LAG_SECONDS,
+        |t| t.max_lag_seconds,
+    );
+    let health = Health::new(Duration::from_secs(max_lag));
+    health.attach_producer(sink.connected_flag());
+    let endpoint_stop = CancellationToken::new();
+    let _endpoint_guard = endpoint_stop.clone().drop_guard();
+    if let Some(listen) = config.telemetry.as_ref().and_then(|t| t.listen) {
+        let telemetry = Telemetry {
+            metrics: crate::telemetry::metrics::install(),
+            health: health.clone(),
+        };
+        crate::telemetry::serve(listen, telemetry, endpoint_stop.clone()).await?;
+    }
     info!(bootstrap = %config.kafka.bootstrap_servers, "waiting for kafka");
     tokio::select! {
         () = cancel.cancelled() => return Ok(RunSummary::default()),
@@ -226,7 +309,8 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
     sink.ensure_topics(&topics(config)?).await?;
 
     let mut reader = crate::source::open_reader(&settings).await?;
-    let (watermark, feed) = SharedWatermark::new(Lsn::ZERO);
+    health.attach_stream(reader.stream().streaming_flag());
+    let (watermark, feed) = SharedWatermark::new(Lsn::ZERO, health.clone());
     reader.set_confirmation_feed(feed);
 
     let failure = CancellationToken::new();
@@ -250,6 +334,7 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         stop: cancel.clone(),
         failure: failure.clone(),
         unknown_priority_reported: std::collections::HashSet::new(),
+        metrics: PipelineMetrics::new(),
     };
     let outcome = source.run(&mut reader, &cancel, &failure).await;
 
@@ -313,6 +398,8 @@ struct SourceLoop {
     /// Entities whose priority column held a value that is no priority, already reported
     /// (once per entity, not per event: the count is in the summary).
     unknown_priority_reported: std::collections::HashSet<String>,
+    /// The metric handles, per entity resolved once.
+    metrics: PipelineMetrics,
 }
 
 impl SourceLoop {
@@ -340,20 +427,33 @@ impl SourceLoop {
         item: ReadItem,
     ) -> Result<(), PipelineError> {
         match item {
-            ReadItem::Event(SourceEvent::Begin { commit_lsn, .. }) => {
+            ReadItem::Event(SourceEvent::Begin {
+                commit_lsn,
+                commit_ts,
+                ..
+            }) => {
                 self.context = None;
-                self.watermark.with(|w| w.open(commit_lsn))?;
+                self.watermark.with_tracked(|t| {
+                    t.open = Some(commit_ts);
+                    t.watermark.open(commit_lsn)
+                })?;
             }
             ReadItem::Event(SourceEvent::Commit {
                 commit_lsn,
                 end_lsn,
+                commit_ts,
                 ..
             }) => {
                 self.context = None;
-                self.watermark.with(|w| w.close(commit_lsn, end_lsn))?;
+                self.watermark.with_tracked(|t| {
+                    t.open = None;
+                    t.closed.insert(end_lsn, commit_ts);
+                    t.watermark.close(commit_lsn, end_lsn)
+                })?;
             }
             ReadItem::Event(SourceEvent::Change(change)) => {
                 self.summary.changes += 1;
+                self.metrics.changes_read.increment(1);
                 self.change(reader, change).await?;
             }
             ReadItem::Event(SourceEvent::Truncate {
@@ -388,8 +488,15 @@ impl SourceLoop {
                     }
                 }
             }
-            ReadItem::Event(SourceEvent::Keepalive { .. }) => {}
+            ReadItem::Event(SourceEvent::Keepalive { wal_end }) => {
+                let confirmed = reader.stream().confirmed();
+                #[allow(clippy::cast_precision_loss)]
+                self.metrics
+                    .lag_bytes
+                    .set(wal_end.0.saturating_sub(confirmed.0) as f64);
+            }
             ReadItem::Event(SourceEvent::Reconnected) => {
+                self.metrics.reconnects.increment(1);
                 // The server resends from the confirmed position: a partly read
                 // transaction comes again from its Begin. Wait for what is in flight, then
                 // start a fresh watermark at what is confirmed.
@@ -404,7 +511,11 @@ impl SourceLoop {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 let confirmed = self.watermark.confirmed();
-                self.watermark.with(|w| *w = Watermark::new(confirmed));
+                self.watermark.with_tracked(|t| {
+                    t.watermark = Watermark::new(confirmed);
+                    t.open = None;
+                    t.closed.clear();
+                });
                 info!(confirmed = %confirmed, "replication reconnected; resuming");
             }
             ReadItem::Undecodable(bad) => {
@@ -436,12 +547,16 @@ impl SourceLoop {
         };
         let Some(binding) = self.model.bind(&change.relation, &primary_key)? else {
             self.summary.skipped += 1;
+            self.metrics.changes_skipped.increment(1);
             return Ok(());
         };
         match build_events(&binding, &change, self.context.as_ref()) {
             Ok(events) => {
                 for event in events {
+                    let handles = self.metrics.events(&event.entity_type, event.change_type);
+                    handles.built.increment(1);
                     if event.unknown_priority {
+                        self.metrics.unknown_priority(&event.entity_type);
                         self.summary.unknown_priorities += 1;
                         if self
                             .unknown_priority_reported
@@ -451,13 +566,27 @@ impl SourceLoop {
                                 "priority column holds a value that is no priority; the entity's default is used (reported once per entity)");
                         }
                     }
-                    let position = self.watermark.with(|w| w.add_event(change.commit_lsn))?;
+                    let tag = RecordTag {
+                        events: Some(Arc::clone(&handles)),
+                        latency: self.metrics.latency(event.priority),
+                        commit_ts: change.commit_ts,
+                    };
+                    let position = self.watermark.with_tracked(|t| {
+                        let position = t.watermark.add_event(change.commit_lsn)?;
+                        t.records.insert(position, tag);
+                        Ok::<_, WatermarkError>(position)
+                    })?;
                     self.sink.send(encode_json(&event, position)).await;
+                    handles.produced.increment(1);
                     self.summary.events += 1;
                 }
             }
             Err(e) if e.disposition() == Disposition::DeadLetter => {
                 warn!(error = %e, "event dead-lettered");
+                self.metrics
+                    .events(&binding.entity.name, change_type_of(change.kind))
+                    .dead_lettered
+                    .increment(1);
                 let letter = DeadLetter {
                     event_id: e.event_id().map(str::to_owned),
                     failure_reason: e.to_string(),
@@ -473,7 +602,8 @@ impl SourceLoop {
                         "change": change.kind.as_str(),
                     }),
                 };
-                self.send_dead_letter(change.commit_lsn, &letter).await?;
+                self.send_dead_letter(change.commit_lsn, change.commit_ts, &letter)
+                    .await?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -481,14 +611,19 @@ impl SourceLoop {
     }
 
     async fn dead_letter_undecodable(&mut self, bad: Undecodable) -> Result<(), PipelineError> {
-        if self
+        let Some(entity) = self
             .model
             .entity_for(&bad.relation.schema, &bad.relation.name)
-            .is_none()
-        {
+            .map(|(_, e)| e.name.clone())
+        else {
             self.summary.skipped += 1;
+            self.metrics.changes_skipped.increment(1);
             return Ok(());
-        }
+        };
+        self.metrics
+            .events(&entity, change_type_of(bad.kind))
+            .dead_lettered
+            .increment(1);
         error!(lsn = %bad.commit_lsn, index = bad.index, reason = %bad.reason, "undecodable change dead-lettered");
         let letter = DeadLetter {
             event_id: Some(format!("{}:{}", bad.commit_lsn, bad.index)),
@@ -504,15 +639,26 @@ impl SourceLoop {
                 "change": bad.kind.as_str(),
             }),
         };
-        self.send_dead_letter(bad.commit_lsn, &letter).await
+        // A dead letter's commit time feeds no histogram: 0 will do.
+        self.send_dead_letter(bad.commit_lsn, 0, &letter).await
     }
 
     async fn send_dead_letter(
         &mut self,
         commit_lsn: Lsn,
+        commit_ts: i64,
         letter: &DeadLetter,
     ) -> Result<(), PipelineError> {
-        let position = self.watermark.with(|w| w.add_event(commit_lsn))?;
+        let tag = RecordTag {
+            events: None,
+            latency: metrics::Histogram::noop(),
+            commit_ts,
+        };
+        let position = self.watermark.with_tracked(|t| {
+            let position = t.watermark.add_event(commit_lsn)?;
+            t.records.insert(position, tag);
+            Ok::<_, WatermarkError>(position)
+        })?;
         self.sink
             .send(dead_letter_record(&self.dlq_topic, letter, position))
             .await;
@@ -546,7 +692,21 @@ impl DeliveryTask {
         while let Some(delivery) = reports.recv().await {
             match delivery {
                 Delivery::Delivered { position, .. } => {
-                    self.watermark.with(|w| w.ack(position))?;
+                    let tag = self.watermark.with_tracked(|t| {
+                        let tag = t.records.remove(&position);
+                        t.watermark.ack(position).map(|_| tag)
+                    })?;
+                    if let Some(RecordTag {
+                        events: Some(events),
+                        latency,
+                        commit_ts,
+                    }) = tag
+                    {
+                        events.acknowledged.increment(1);
+                        let micros = (crate::telemetry::now_pg_micros() - commit_ts).max(0);
+                        #[allow(clippy::cast_precision_loss)]
+                        latency.record(micros as f64 / 1e6);
+                    }
                 }
                 Delivery::Failed {
                     position,
@@ -577,6 +737,15 @@ impl DeliveryTask {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
         if error.disposition() == Disposition::DeadLetter && record.topic != self.dlq_topic {
             error!(topic = %record.topic, event_id = ?event_id, error = %error, "event delivery failed; dead-lettered");
+            // From now on the record at this position is a dead letter.
+            let events = self.watermark.with_tracked(|t| {
+                t.records
+                    .get_mut(&position)
+                    .and_then(|tag| tag.events.take())
+            });
+            if let Some(events) = events {
+                events.dead_lettered.increment(1);
+            }
             // A record too large for Kafka makes a dead letter larger still: it goes without
             // its value (the size says what was left out), or the dead letter is refused too
             // and the pipeline stops on a record it could have set aside.
@@ -608,6 +777,15 @@ impl DeliveryTask {
     }
 }
 
+/// The change type of an event built from a row change of this kind.
+const fn change_type_of(kind: ChangeKind) -> ChangeType {
+    match kind {
+        ChangeKind::Insert => ChangeType::Create,
+        ChangeKind::Update => ChangeType::Update,
+        ChangeKind::Delete => ChangeType::Delete,
+    }
+}
+
 fn now_rfc3339() -> String {
     let micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -615,4 +793,60 @@ fn now_rfc3339() -> String {
         .unwrap_or(0);
     // Commit times are PostgreSQL-epoch microseconds; convert from the Unix epoch.
     crate::source::change::commit_time_rfc3339(micros - 946_684_800_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lag in seconds is measured from the oldest transaction not yet acknowledged, and
+    /// is 0 once everything is; the in-flight records are tracked with their tags.
+    #[test]
+    fn lag_reference_follows_the_oldest_pending_transaction() {
+        let health = Health::new(Duration::from_secs(60));
+        let (shared, _feed) = SharedWatermark::new(Lsn::ZERO, health.clone());
+        let now = crate::telemetry::now_pg_micros();
+        let (old, new) = (now - 50_000_000, now - 5_000_000);
+        let mut positions = Vec::new();
+        for (commit, end, ts) in [(Lsn(100), Lsn(110), old), (Lsn(200), Lsn(210), new)] {
+            let position = shared
+                .with_tracked(|t| {
+                    t.open = Some(ts);
+                    t.watermark.open(commit)?;
+                    let position = t.watermark.add_event(commit)?;
+                    t.records.insert(
+                        position,
+                        RecordTag {
+                            events: None,
+                            latency: metrics::Histogram::noop(),
+                            commit_ts: ts,
+                        },
+                    );
+                    t.open = None;
+                    t.closed.insert(end, ts);
+                    t.watermark.close(commit, end).map(|_| position)
+                })
+                .expect("watermark");
+            positions.push(position);
+        }
+        let lag = health.lag_seconds();
+        assert!((49.0..60.0).contains(&lag), "{lag}");
+        shared
+            .with_tracked(|t| {
+                t.records.remove(&positions[0]);
+                t.watermark.ack(positions[0])
+            })
+            .expect("ack");
+        let lag = health.lag_seconds();
+        assert!((4.0..15.0).contains(&lag), "{lag}");
+        shared
+            .with_tracked(|t| {
+                t.records.remove(&positions[1]);
+                t.watermark.ack(positions[1])
+            })
+            .expect("ack");
+        assert!(health.lag_seconds().abs() < f64::EPSILON);
+        assert_eq!(shared.confirmed(), Lsn(210));
+        assert_eq!(shared.in_flight(), 0);
+    }
 }

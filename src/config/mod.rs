@@ -147,7 +147,7 @@ impl SourceConfig {
 }
 
 /// `kafka`: the producer's cluster and topic creation.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`.
@@ -160,6 +160,39 @@ pub struct KafkaConfig {
     /// `enable.idempotence` and `acks` (fixed, for ordering and no loss).
     #[serde(default, deserialize_with = "scalar::string_map")]
     pub librdkafka: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topics", &self.topics)
+            .field("librdkafka", &redacted_librdkafka(&self.librdkafka))
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, `sasl.oauthbearer.config`, ...).
+fn is_secret_librdkafka_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key.pem", "oauthbearer.config"]
+        .iter()
+        .any(|part| key.contains(part))
+}
+
+/// The librdkafka properties for Debug output: secret values replaced by `[REDACTED]`.
+pub fn redacted_librdkafka(map: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    map.iter()
+        .map(|(k, v)| {
+            let shown = if is_secret_librdkafka_key(k) {
+                "[REDACTED]"
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), shown)
+        })
+        .collect()
 }
 
 /// `kafka.topics`: topic creation at startup.
@@ -501,9 +534,22 @@ impl Default for LaneConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TelemetryConfig {
-    /// Address for `/metrics` and `/health`; absent means no endpoint.
+    /// Address for `/metrics`, `/healthz` and `/readyz`; absent means no endpoint.
     #[serde(default, deserialize_with = "scalar::opt_socket_addr")]
     pub listen: Option<SocketAddr>,
+    /// `/readyz` fails while the replication lag in seconds is above this.
+    #[serde(default = "TelemetryConfig::default_max_lag_seconds")]
+    pub max_lag_seconds: u64,
+}
+
+impl TelemetryConfig {
+    /// Five minutes: a connector this far behind is caught up by no quick restart, and an
+    /// orchestrator should say so; a burst of a few seconds is no reason to.
+    pub const DEFAULT_MAX_LAG_SECONDS: u64 = 300;
+
+    const fn default_max_lag_seconds() -> u64 {
+        Self::DEFAULT_MAX_LAG_SECONDS
+    }
 }
 
 /// `entities[i]`: one table declared as an entity.

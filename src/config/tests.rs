@@ -235,6 +235,20 @@ fn debug_never_prints_secrets() {
 }
 
 #[test]
+fn debug_never_prints_secret_librdkafka_properties() {
+    let text = BASE.replace(
+        "kafka:\n",
+        "kafka:\n  librdkafka:\n    sasl.password: kafka-s3cr3t\n    ssl.key.pem: pem-s3cr3t\n    \
+         sasl.oauthbearer.client.secret: oauth-s3cr3t\n    linger.ms: \"7\"\n",
+    );
+    let config = ok(&text);
+    let shown = format!("{config:?} {:?}", crate::pipeline::sink_settings(&config));
+    assert!(!shown.contains("s3cr3t"), "a secret leaked: {shown}");
+    assert!(shown.contains("\"linger.ms\": \"7\""), "{shown}");
+    assert_eq!(config.kafka.librdkafka["sasl.password"], "kafka-s3cr3t");
+}
+
+#[test]
 fn interpolation_set_default_and_escape() {
     let config = ok(&base_with("host: db", "host: ${ENTITY_CDC_PGHOST:-x}"));
     assert_eq!(config.source.host, "10.1.2.3");

@@ -127,6 +127,9 @@ struct SinkContext {
     /// reports every failed connection attempt to every broker, several a second, and an
     /// operator needs to read that Kafka is down, not a flood.
     last_unreachable_warning: std::sync::atomic::AtomicU64,
+    /// True while the brokers are believed reachable: set when Kafka answers (a metadata
+    /// request or a delivery), cleared when librdkafka reports all brokers down.
+    connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How often an unreachable Kafka is logged at WARN; the attempts in between go to DEBUG.
@@ -175,6 +178,10 @@ impl ClientContext for SinkContext {
                 | RDKafkaErrorCode::BrokerTransportFailure
                 | RDKafkaErrorCode::Resolve,
             ) => {
+                if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+                    self.connected
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
                 if self.unreachable_warning_due() {
                     warn!(
                         bootstrap_servers = %self.bootstrap_servers,
@@ -202,11 +209,15 @@ impl ProducerContext for SinkContext {
         let InFlight { record, budget } = *in_flight;
         let position = record.position;
         let delivery = match result {
-            Ok(message) => Delivery::Delivered {
-                position,
-                partition: message.partition(),
-                offset: message.offset(),
-            },
+            Ok(message) => {
+                self.connected
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Delivery::Delivered {
+                    position,
+                    partition: message.partition(),
+                    offset: message.offset(),
+                }
+            }
             Err((error, _)) => Delivery::Failed {
                 position,
                 error: SinkError::delivery(&record.topic, error),
@@ -257,6 +268,7 @@ impl KafkaSink {
         let (tx, rx) = mpsc::unbounded_channel();
         let context = SinkContext {
             last_unreachable_warning: std::sync::atomic::AtomicU64::new(0),
+            connected: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             reports: tx.clone(),
             bootstrap_servers: settings.bootstrap_servers.clone(),
         };
@@ -283,6 +295,11 @@ impl KafkaSink {
     /// The settings the sink runs with.
     pub fn settings(&self) -> &SinkSettings {
         &self.settings
+    }
+
+    /// A flag that is true while Kafka is believed reachable (for `/readyz`).
+    pub fn connected_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.producer.context().connected)
     }
 
     /// Record slots in use: reserved, held by librdkafka, or reported and not yet taken.
@@ -419,6 +436,10 @@ impl KafkaSink {
         loop {
             match self.check_reachable().await {
                 Ok(()) => {
+                    self.producer
+                        .context()
+                        .connected
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     info!(bootstrap_servers = %self.settings.bootstrap_servers, "kafka reachable");
                     return;
                 }

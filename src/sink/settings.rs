@@ -21,8 +21,9 @@ const RESERVED: &[(&str, &str)] = &[
     ),
 ];
 
-/// How to reach Kafka and what to create there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach Kafka and what to create there. Debug output redacts secret librdkafka
+/// values.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SinkSettings {
     /// Bootstrap servers, `host:port[,host:port]`.
     pub bootstrap_servers: String,
@@ -39,6 +40,23 @@ pub struct SinkSettings {
     /// Bytes (as [`super::Record::size`] counts them) handed to librdkafka and not yet
     /// reported on, at most.
     pub max_in_flight_bytes: usize,
+}
+
+impl std::fmt::Debug for SinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field(
+                "librdkafka",
+                &crate::config::redacted_librdkafka(&self.librdkafka),
+            )
+            .field("topic_partitions", &self.topic_partitions)
+            .field("topic_replication_factor", &self.topic_replication_factor)
+            .field("create_topics", &self.create_topics)
+            .field("max_in_flight_records", &self.max_in_flight_records)
+            .field("max_in_flight_bytes", &self.max_in_flight_bytes)
+            .finish()
+    }
 }
 
 impl SinkSettings {

@@ -10,6 +10,8 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
@@ -83,6 +85,8 @@ pub struct ResilientStream {
     /// Whether a lost connection is re-established; not for a temporary slot, which is
     /// gone with its connection.
     reconnect: bool,
+    /// True while a stream is connected, for the readiness check.
+    streaming: Arc<AtomicBool>,
 }
 
 impl ResilientStream {
@@ -99,6 +103,7 @@ impl ResilientStream {
             connected_before: false,
             lost: false,
             reconnect: true,
+            streaming: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -122,7 +127,13 @@ impl ResilientStream {
             connected_before: true,
             lost: false,
             reconnect,
+            streaming: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// A flag that is true while the stream is connected (for `/readyz`).
+    pub fn streaming_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.streaming)
     }
 
     /// Where the stream connects; also where a companion SQL connection (the reader's
@@ -190,6 +201,7 @@ impl ResilientStream {
                     tracing::warn!(error = %error, slot = %self.options.slot, "replication connection lost");
                     self.confirmed = self.confirmed.max(stream.confirmed());
                     self.stream = None;
+                    self.streaming.store(false, Ordering::Relaxed);
                     self.lost = true;
                     // The consumer discards what it had in flight; it is not idle until it
                     // says so again.
@@ -198,6 +210,7 @@ impl ResilientStream {
                 Err(error) => {
                     // The connection is unusable after a Halt error; dropping it closes it.
                     self.stream = None;
+                    self.streaming.store(false, Ordering::Relaxed);
                     return Err(error);
                 }
             }
@@ -225,6 +238,7 @@ impl ResilientStream {
                     }
                     self.connected_before = true;
                     self.stream = Some(stream);
+                    self.streaming.store(true, Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(error) if error.disposition() == Disposition::Retry => {

@@ -1,0 +1,294 @@
+//! The connector's metrics: names, descriptions and the handles the pipeline records with.
+//!
+//! Names follow `entity_cdc_<noun>_<unit>[_total]` and are listed with their meaning in
+//! docs/metrics.md (a test below fails when one is missing there). Labels are bounded:
+//! `entity` (a configured entity name), `change_type` (CREATE, UPDATE, DELETE) and
+//! `priority` (the four lanes); never an LSN or a key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Once, OnceLock};
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::Priority;
+use crate::event::ChangeType;
+
+/// Row changes read from the replication stream (every table of the publication).
+pub const CHANGES_READ: &str = "entity_cdc_changes_read_total";
+/// Row changes of tables that are no streamed entity, skipped.
+pub const CHANGES_SKIPPED: &str = "entity_cdc_changes_skipped_total";
+/// Entity events built from row changes, by entity and change type.
+pub const EVENTS_BUILT: &str = "entity_cdc_events_built_total";
+/// Entity events handed to the Kafka producer, by entity and change type.
+pub const EVENTS_PRODUCED: &str = "entity_cdc_events_produced_total";
+/// Entity events Kafka acknowledged, by entity and change type.
+pub const EVENTS_ACKNOWLEDGED: &str = "entity_cdc_events_acknowledged_total";
+/// Events or changes sent to the dead-letter topic, by entity and change type.
+pub const EVENTS_DEAD_LETTERED: &str = "entity_cdc_events_dead_lettered_total";
+/// Records handed to Kafka (events and dead letters) without a delivery report yet.
+pub const RECORDS_IN_FLIGHT: &str = "entity_cdc_records_in_flight";
+/// Seconds from a transaction's commit to Kafka's acknowledgement of each of its events.
+pub const COMMIT_TO_ACK_SECONDS: &str = "entity_cdc_commit_to_ack_seconds";
+/// The server's WAL end (from keepalives) minus the LSN confirmed to the slot.
+pub const REPLICATION_LAG_BYTES: &str = "entity_cdc_replication_lag_bytes";
+/// Now minus the commit time of the oldest transaction read and not yet acknowledged (Kafka
+/// has everything committed before it), 0 when nothing is pending.
+pub const REPLICATION_LAG_SECONDS: &str = "entity_cdc_replication_lag_seconds";
+/// Replication connections re-established after a transient failure.
+pub const RECONNECTS: &str = "entity_cdc_replication_reconnects_total";
+/// Events whose priority column held no priority name, by entity.
+pub const UNKNOWN_PRIORITIES: &str = "entity_cdc_unknown_priorities_total";
+
+/// Every metric name, for the documentation test.
+pub const ALL: &[&str] = &[
+    CHANGES_READ,
+    CHANGES_SKIPPED,
+    EVENTS_BUILT,
+    EVENTS_PRODUCED,
+    EVENTS_ACKNOWLEDGED,
+    EVENTS_DEAD_LETTERED,
+    RECORDS_IN_FLIGHT,
+    COMMIT_TO_ACK_SECONDS,
+    REPLICATION_LAG_BYTES,
+    REPLICATION_LAG_SECONDS,
+    RECONNECTS,
+    UNKNOWN_PRIORITIES,
+];
+
+/// Label key of the entity name.
+pub const LABEL_ENTITY: &str = "entity";
+/// Label key of the change type.
+pub const LABEL_CHANGE_TYPE: &str = "change_type";
+/// Label key of the lane.
+pub const LABEL_PRIORITY: &str = "priority";
+
+/// Buckets of the commit-to-ack histogram, in seconds: from a few milliseconds (a healthy
+/// local broker) to ten minutes (a connector catching up after an outage).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
+];
+
+/// Installs the Prometheus recorder as the global `metrics` recorder (once per process; a
+/// later call returns the same handle) and describes every metric.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(COMMIT_TO_ACK_SECONDS.to_owned()),
+                    LATENCY_BUCKETS,
+                )
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Another recorder installed first (an embedding application): ours still
+            // renders, it just sees nothing, which the logs cannot fix either.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was installed already; /metrics stays empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// Describes every metric once, so that the rendered text carries `# HELP` lines.
+fn describe() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        describe_counter!(CHANGES_READ, Unit::Count, "Row changes read from the replication stream.");
+        describe_counter!(CHANGES_SKIPPED, Unit::Count, "Row changes of tables that are no streamed entity.");
+        describe_counter!(EVENTS_BUILT, Unit::Count, "Entity events built from row changes.");
+        describe_counter!(EVENTS_PRODUCED, Unit::Count, "Entity events handed to the Kafka producer.");
+        describe_counter!(EVENTS_ACKNOWLEDGED, Unit::Count, "Entity events acknowledged by Kafka.");
+        describe_counter!(EVENTS_DEAD_LETTERED, Unit::Count, "Events or changes sent to the dead-letter topic.");
+        describe_gauge!(RECORDS_IN_FLIGHT, Unit::Count, "Records handed to Kafka without a delivery report yet.");
+        describe_histogram!(COMMIT_TO_ACK_SECONDS, Unit::Seconds, "Seconds from the commit of a transaction to Kafka's acknowledgement of its event.");
+        describe_gauge!(REPLICATION_LAG_BYTES, Unit::Bytes, "Server WAL end minus the LSN confirmed to the slot.");
+        describe_gauge!(REPLICATION_LAG_SECONDS, Unit::Seconds, "Now minus the commit time of the oldest transaction not yet acknowledged; 0 when nothing is pending.");
+        describe_counter!(RECONNECTS, Unit::Count, "Replication connections re-established.");
+        describe_counter!(UNKNOWN_PRIORITIES, Unit::Count, "Events whose priority column held no priority name.");
+    });
+}
+
+/// The counters of one entity and change type, resolved once.
+#[derive(Debug)]
+pub struct EventMetrics {
+    /// [`EVENTS_BUILT`].
+    pub built: Counter,
+    /// [`EVENTS_PRODUCED`].
+    pub produced: Counter,
+    /// [`EVENTS_ACKNOWLEDGED`].
+    pub acknowledged: Counter,
+    /// [`EVENTS_DEAD_LETTERED`].
+    pub dead_lettered: Counter,
+}
+
+impl EventMetrics {
+    fn new(entity: &str, change_type: ChangeType) -> EventMetrics {
+        let labels = [
+            (LABEL_ENTITY, entity.to_owned()),
+            (LABEL_CHANGE_TYPE, change_type.as_str().to_owned()),
+        ];
+        EventMetrics {
+            built: counter!(EVENTS_BUILT, &labels),
+            produced: counter!(EVENTS_PRODUCED, &labels),
+            acknowledged: counter!(EVENTS_ACKNOWLEDGED, &labels),
+            dead_lettered: counter!(EVENTS_DEAD_LETTERED, &labels),
+        }
+    }
+}
+
+/// Every handle the pipeline records with; the per-entity ones are created on first use
+/// and kept, so the hot path does a map lookup by `&str`, no formatting.
+#[derive(Debug)]
+pub struct PipelineMetrics {
+    /// [`CHANGES_READ`].
+    pub changes_read: Counter,
+    /// [`CHANGES_SKIPPED`].
+    pub changes_skipped: Counter,
+    /// [`RECORDS_IN_FLIGHT`].
+    pub records_in_flight: Gauge,
+    /// [`REPLICATION_LAG_BYTES`].
+    pub lag_bytes: Gauge,
+    /// [`REPLICATION_LAG_SECONDS`].
+    pub lag_seconds: Gauge,
+    /// [`RECONNECTS`].
+    pub reconnects: Counter,
+    /// [`COMMIT_TO_ACK_SECONDS`] by lane, in [`Priority::ALL`] order.
+    latency: Vec<Histogram>,
+    /// Per entity: the handles of CREATE, UPDATE and DELETE.
+    events: HashMap<String, [Arc<EventMetrics>; 3]>,
+    /// [`UNKNOWN_PRIORITIES`] per entity.
+    unknown_priorities: HashMap<String, Counter>,
+}
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PipelineMetrics {
+    /// Resolves the global handles. Without an installed recorder they record nothing.
+    pub fn new() -> PipelineMetrics {
+        PipelineMetrics {
+            changes_read: counter!(CHANGES_READ),
+            changes_skipped: counter!(CHANGES_SKIPPED),
+            records_in_flight: gauge!(RECORDS_IN_FLIGHT),
+            lag_bytes: gauge!(REPLICATION_LAG_BYTES),
+            lag_seconds: gauge!(REPLICATION_LAG_SECONDS),
+            reconnects: counter!(RECONNECTS),
+            latency: Priority::ALL
+                .iter()
+                .map(|p| histogram!(COMMIT_TO_ACK_SECONDS, LABEL_PRIORITY => p.as_str()))
+                .collect(),
+            events: HashMap::new(),
+            unknown_priorities: HashMap::new(),
+        }
+    }
+
+    /// The handles of one entity and change type.
+    pub fn events(&mut self, entity: &str, change_type: ChangeType) -> Arc<EventMetrics> {
+        let index = match change_type {
+            ChangeType::Create => 0,
+            ChangeType::Update => 1,
+            ChangeType::Delete => 2,
+        };
+        if let Some(handles) = self.events.get(entity) {
+            return Arc::clone(&handles[index]);
+        }
+        let handles = [ChangeType::Create, ChangeType::Update, ChangeType::Delete]
+            .map(|c| Arc::new(EventMetrics::new(entity, c)));
+        let out = Arc::clone(&handles[index]);
+        self.events.insert(entity.to_owned(), handles);
+        out
+    }
+
+    /// The commit-to-ack histogram of a lane.
+    pub fn latency(&self, priority: Priority) -> Histogram {
+        let index = Priority::ALL
+            .iter()
+            .position(|p| *p == priority)
+            .unwrap_or(0);
+        self.latency
+            .get(index)
+            .cloned()
+            .unwrap_or_else(Histogram::noop)
+    }
+
+    /// Counts an event whose priority column held no priority name.
+    pub fn unknown_priority(&mut self, entity: &str) {
+        if let Some(counter) = self.unknown_priorities.get(entity) {
+            counter.increment(1);
+            return;
+        }
+        let counter = counter!(UNKNOWN_PRIORITIES, LABEL_ENTITY => entity.to_owned());
+        counter.increment(1);
+        self.unknown_priorities.insert(entity.to_owned(), counter);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/metrics.md, which must name every metric in backquotes.
+    const REFERENCE: &str = include_str!("../../docs/metrics.md");
+
+    #[test]
+    fn every_metric_is_documented() {
+        let missing: Vec<&str> = ALL
+            .iter()
+            .copied()
+            .filter(|name| !REFERENCE.contains(&format!("`{name}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/metrics.md does not document these metrics: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn names_follow_the_convention() {
+        for name in ALL {
+            assert!(name.starts_with("entity_cdc_"), "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()),
+                "{name}"
+            );
+        }
+        let mut sorted = ALL.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ALL.len(), "a metric name is listed twice");
+    }
+
+    #[test]
+    fn rendered_text_carries_labels_and_buckets() {
+        let handle = install();
+        let mut metrics = PipelineMetrics::new();
+        metrics
+            .events("UnitTestEntity", ChangeType::Create)
+            .acknowledged
+            .increment(2);
+        metrics.latency(Priority::Bulk).record(0.2);
+        let text = handle.render();
+        assert!(
+            text.contains(
+                "entity_cdc_events_acknowledged_total{entity=\"UnitTestEntity\",change_type=\"CREATE\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("entity_cdc_commit_to_ack_seconds_bucket{priority=\"BULK\",le=\"0.25\"}"),
+            "{text}"
+        );
+    }
+}
