@@ -271,16 +271,6 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         ));
     }
     let settings = SourceSettings::from_config(config);
-    // Refuse at start, before waiting for Kafka, what would stop the pipeline at a table's
-    // first change: a configured column or table the database does not have.
-    let catalog = crate::source::sql::connect(&settings.params)
-        .await
-        .map_err(|e| PipelineError::Open(e.into()))?;
-    let problems = verify_entities(&catalog, &config.entities).await?;
-    drop(catalog);
-    if !problems.is_empty() {
-        return Err(PipelineError::Entities(problems));
-    }
     let (sink, reports) = KafkaSink::new(sink_settings(config))?;
     let sink = Arc::new(sink);
 
@@ -300,6 +290,16 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
             health: health.clone(),
         };
         crate::telemetry::serve(listen, telemetry, endpoint_stop.clone()).await?;
+    }
+    // Refuse at start, before waiting for Kafka, what would stop the pipeline at a table's
+    // first change: a configured column or table the database does not have.
+    let catalog = crate::source::sql::connect(&settings.params)
+        .await
+        .map_err(|e| PipelineError::Open(e.into()))?;
+    let problems = verify_entities(&catalog, &config.entities).await?;
+    drop(catalog);
+    if !problems.is_empty() {
+        return Err(PipelineError::Entities(problems));
     }
     info!(bootstrap = %config.kafka.bootstrap_servers, "waiting for kafka");
     tokio::select! {
