@@ -63,24 +63,8 @@ psql_app() { "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" 
 "$pg_bin/psql" -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -c "create database app" 
 
 echo "== creating the story's tables" >&2
-psql_app <<'SQL'
-create table public.orders (
-  id bigint primary key,
-  tenant_id bigint not null,
-  status text not null,
-  priority text,
-  total numeric(12,2) not null,
-  version int not null default 1,
-  updated_by text
-);
-create table public.products (
-  id bigint primary key,
-  tenant_id bigint not null,
-  name text not null,
-  price numeric(10,2) not null,
-  version int not null default 1
-);
-SQL
+# The same tables (and the connector's role) as the docker deployment creates.
+psql_app -f "$root/docker/init.sql"
 
 export ENTITY_CDC_CONFIG="$root/connector.yaml"
 export ENTITY_CDC_PGHOST=127.0.0.1 ENTITY_CDC_PGPORT=$pg_port ENTITY_CDC_PGDATABASE=app

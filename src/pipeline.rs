@@ -530,7 +530,7 @@ impl SourceLoop {
         reader: &mut ChangeReader,
         change: Change,
     ) -> Result<(), PipelineError> {
-        let primary_key = if self.model.is_bound(&change.relation)
+        let primary_key = if self.model.is_known(&change.relation)
             || self
                 .model
                 .entity_for(&change.relation.schema, &change.relation.name)

@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod kafka;
 pub mod pg;
+pub mod story;
 
 pub use kafka::{ConsumedRecord, KafkaBroker};
 pub use pg::{PgServer, PgServerOptions};

@@ -7,6 +7,7 @@
 //! commit time exactly as the walsender sends them: the oracle for eventId, timestamp and
 //! the confirmed position.
 
+use entity_cdc_integration::story::STORY_ENTITIES;
 use std::time::Duration;
 
 use entity_cdc::cli::database_target;
@@ -28,27 +29,6 @@ create table public.orders (
     total numeric(12,2), version int not null default 1, updated_by text);
 create table public.products (
     id bigint primary key, tenant_id bigint, name text, price numeric(10,2), version int);";
-
-/// The sample connector.yaml's entities.
-const STORY_ENTITIES: &str = "
-  - name: Order
-    table: public.orders
-    tenantColumn: tenant_id
-    versionColumn: version
-    userColumn: updated_by
-    streaming:
-      enabled: true
-      topicPrefix: core.orders
-      eventPayloadMode: diff
-      priorityField: priority
-  - name: Product
-    table: public.products
-    tenantColumn: tenant_id
-    versionColumn: version
-    streaming:
-      topicPrefix: core.catalog
-      eventPayloadMode: full
-";
 
 /// A PostgreSQL with the tables created, set up for the connector, and a broker.
 struct Env {

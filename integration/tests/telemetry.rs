@@ -4,6 +4,7 @@
 //! The metrics recorder is global to the process, so only one test here runs a pipeline
 //! that produces: the counter values it asserts are exact.
 
+use entity_cdc_integration::story::STORY_ENTITIES;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
@@ -23,27 +24,6 @@ create table public.orders (
 create table public.products (
     id bigint primary key, tenant_id bigint, name text, price numeric(10,2), version int);
 create table public.audit (id bigint primary key, note text);";
-
-/// The sample connector.yaml's entities.
-const STORY_ENTITIES: &str = "
-  - name: Order
-    table: public.orders
-    tenantColumn: tenant_id
-    versionColumn: version
-    userColumn: updated_by
-    streaming:
-      enabled: true
-      topicPrefix: core.orders
-      eventPayloadMode: diff
-      priorityField: priority
-  - name: Product
-    table: public.products
-    tenantColumn: tenant_id
-    versionColumn: version
-    streaming:
-      topicPrefix: core.catalog
-      eventPayloadMode: full
-";
 
 /// connector.yaml for a database on `pg_port`, a broker at `kafka` and the endpoint on
 /// `listen`.

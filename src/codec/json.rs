@@ -88,32 +88,13 @@ pub fn dead_letter_record(topic: &str, letter: &DeadLetter, position: Position) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::build_events;
-    use crate::event::story::{
-        self, assert_json, bind, change, orders, row, COMMIT_LSN, ORDER_456,
-    };
-    use crate::source::change::ChangeKind;
+    use crate::event::story::{self, assert_json, order_created, COMMIT_LSN};
 
     fn position(index: u32) -> Position {
         Position {
             commit_lsn: COMMIT_LSN,
             index,
         }
-    }
-
-    fn order_created() -> EntityEvent {
-        let orders = orders();
-        let binding = bind(&story::config(), &orders, &["id"]);
-        let created = change(
-            &orders,
-            ChangeKind::Insert,
-            0,
-            None,
-            Some(row(&orders, &ORDER_456)),
-        );
-        build_events(&binding, &created, None)
-            .unwrap_or_else(|e| panic!("builds: {e}"))
-            .remove(0)
     }
 
     fn text(bytes: &[u8]) -> &str {

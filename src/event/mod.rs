@@ -193,23 +193,7 @@ pub fn json_text(value: &Json) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::story::{self, bind, change, orders, row, ORDER_456};
-    use crate::source::change::ChangeKind;
-
-    fn order_created() -> EntityEvent {
-        let orders = orders();
-        let binding = bind(&story::config(), &orders, &["id"]);
-        let created = change(
-            &orders,
-            ChangeKind::Insert,
-            0,
-            None,
-            Some(row(&orders, &ORDER_456)),
-        );
-        build_events(&binding, &created, None)
-            .unwrap_or_else(|e| panic!("builds: {e}"))
-            .remove(0)
-    }
+    use crate::event::story::order_created;
 
     #[test]
     fn headers_name_the_event_for_filtering() {

@@ -196,6 +196,22 @@ pub const ORDER_456: [&str; 7] = [
     "user@example.com",
 ];
 
+/// The story's OrderCreated event for [`ORDER_456`], built the way the pipeline builds it.
+pub fn order_created() -> crate::event::EntityEvent {
+    let orders = orders();
+    let binding = bind(&config(), &orders, &["id"]);
+    let created = change(
+        &orders,
+        ChangeKind::Insert,
+        0,
+        None,
+        Some(row(&orders, &ORDER_456)),
+    );
+    crate::event::build_events(&binding, &created, None)
+        .unwrap_or_else(|e| panic!("builds: {e}"))
+        .remove(0)
+}
+
 /// Product 42 of tenant 123 before the price change.
 pub const PRODUCT_42_BEFORE: [&str; 5] = ["42", "123", "Widget", "120.00", "3"];
 

@@ -91,6 +91,9 @@ pub struct EntityModel {
     entities: Vec<Arc<EntityConfig>>,
     by_table: HashMap<(String, String), usize>,
     bound: HashMap<u32, Arc<Binding>>,
+    /// Relations known to be no streamed entity, as last described: their changes are
+    /// skipped without looking the table up again for every change.
+    unmapped: HashMap<u32, Arc<Relation>>,
 }
 
 impl EntityModel {
@@ -106,6 +109,7 @@ impl EntityModel {
             entities,
             by_table,
             bound: HashMap::new(),
+            unmapped: HashMap::new(),
         }
     }
 
@@ -138,10 +142,19 @@ impl EntityModel {
                 return Ok(Some(existing.clone()));
             }
         }
+        if self
+            .unmapped
+            .get(&relation.oid)
+            .is_some_and(|known| Arc::ptr_eq(known, relation))
+        {
+            return Ok(None);
+        }
         // A new description replaces the old binding whatever comes of it: a table renamed
         // away from its entity, or no longer bindable, must not keep its old positions.
         self.bound.remove(&relation.oid);
+        self.unmapped.remove(&relation.oid);
         let Some((index, entity)) = self.entity_for(&relation.schema, &relation.name) else {
+            self.unmapped.insert(relation.oid, relation.clone());
             return Ok(None);
         };
         let entity = entity.clone();
@@ -160,6 +173,16 @@ impl EntityModel {
         self.bound
             .get(&relation.oid)
             .is_some_and(|b| Arc::ptr_eq(&b.relation, relation))
+    }
+
+    /// Whether this description of the relation was seen already, bound or known to be no
+    /// entity: then [`EntityModel::bind`] needs no primary key and no table lookup.
+    pub fn is_known(&self, relation: &Arc<Relation>) -> bool {
+        self.is_bound(relation)
+            || self
+                .unmapped
+                .get(&relation.oid)
+                .is_some_and(|known| Arc::ptr_eq(known, relation))
     }
 }
 
