@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::checkpoint::{Position, Watermark, WatermarkError};
-use crate::codec::{dead_letter_record, encode_json, DeadLetter};
+use crate::codec::{dead_letter_record, DeadLetter, EncodeError, Encoder};
 use crate::config::Config;
 use crate::error::Disposition;
 use crate::event::{build_events, topic_name, BuildError, ChangeType};
@@ -87,6 +87,9 @@ pub enum PipelineError {
     /// The telemetry endpoint could not start.
     #[error(transparent)]
     Telemetry(#[from] ServeError),
+    /// An event could not be encoded (Avro: a refused schema, a value that fits no schema).
+    #[error(transparent)]
+    Encode(EncodeError),
 }
 
 impl PipelineError {
@@ -264,12 +267,8 @@ pub fn topics(config: &Config) -> Result<Vec<String>, BuildError> {
 /// Runs the pipeline until `cancel` fires (then drains and confirms) or an error stops it
 /// (then nothing past the failure is confirmed).
 pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummary, PipelineError> {
-    if config.format == crate::config::Format::Avro {
-        // Producing JSON under a configured Avro format would break every consumer.
-        return Err(PipelineError::Unsupported(
-            "format: avro is not implemented yet; use format: json".to_owned(),
-        ));
-    }
+    let encoder = Encoder::for_config(config)
+        .map_err(|e| PipelineError::Unsupported(format!("format avro: {e}")))?;
     let settings = SourceSettings::from_config(config);
     let (sink, reports) = KafkaSink::new(sink_settings(config))?;
     let sink = Arc::new(sink);
@@ -335,6 +334,7 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         failure: failure.clone(),
         unknown_priority_reported: std::collections::HashSet::new(),
         metrics: PipelineMetrics::new(),
+        encoder,
     };
     let outcome = source.run(&mut reader, &cancel, &failure).await;
 
@@ -400,6 +400,8 @@ struct SourceLoop {
     unknown_priority_reported: std::collections::HashSet<String>,
     /// The metric handles, per entity resolved once.
     metrics: PipelineMetrics,
+    /// JSON or Avro (with the Schema Registry).
+    encoder: Encoder,
 }
 
 impl SourceLoop {
@@ -566,6 +568,18 @@ impl SourceLoop {
                                 "priority column holds a value that is no priority; the entity's default is used (reported once per entity)");
                         }
                     }
+                    // Encoded before the watermark hears of it: an event that cannot be
+                    // encoded (registry refusal, stop while the registry is down) leaves
+                    // its transaction open, so nothing from it on is confirmed.
+                    let mut record = match self
+                        .encoder
+                        .encode(&binding, &change, &event, &self.stop)
+                        .await
+                    {
+                        Ok(record) => record,
+                        Err(EncodeError::Cancelled) => return Ok(()),
+                        Err(e) => return Err(PipelineError::Encode(e)),
+                    };
                     let tag = RecordTag {
                         events: Some(Arc::clone(&handles)),
                         latency: self.metrics.latency(event.priority),
@@ -576,7 +590,8 @@ impl SourceLoop {
                         t.records.insert(position, tag);
                         Ok::<_, WatermarkError>(position)
                     })?;
-                    self.sink.send(encode_json(&event, position)).await;
+                    record.position = position;
+                    self.sink.send(record).await;
                     handles.produced.increment(1);
                     self.summary.events += 1;
                 }
