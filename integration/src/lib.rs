@@ -9,7 +9,9 @@
 pub mod capture;
 pub mod kafka;
 pub mod pg;
+pub mod registry;
 pub mod story;
 
 pub use kafka::{ConsumedRecord, KafkaBroker};
 pub use pg::{PgServer, PgServerOptions};
+pub use registry::SchemaRegistry;

@@ -27,9 +27,9 @@ impl Encoder {
     /// The encoder `config.format` asks for.
     pub fn for_config(config: &Config) -> Result<Encoder, avro::registry::RegistryError> {
         match (config.format, &config.schema_registry) {
-            (Format::Avro, Some(registry)) => Ok(Encoder::Avro(Box::new(
-                avro::AvroEncoder::new(registry)?,
-            ))),
+            (Format::Avro, Some(registry)) => {
+                Ok(Encoder::Avro(Box::new(avro::AvroEncoder::new(registry)?)))
+            }
             // Validation requires schemaRegistry with format avro.
             (Format::Avro, None) => Err(avro::registry::RegistryError::Client(
                 "schemaRegistry: required when format is avro".to_owned(),

@@ -20,7 +20,9 @@ const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 pub enum ValueError {
     /// The column's value is of another type than its schema says (the relation changed
     /// without a Relation message, or a bug).
-    #[error("entity {entity} event {event_id}: column {column} holds a value that is no {expected}")]
+    #[error(
+        "entity {entity} event {event_id}: column {column} holds a value that is no {expected}"
+    )]
     Mismatch {
         /// The entity.
         entity: String,
@@ -77,9 +79,18 @@ pub fn event_value(
     let all = || 0..schema.fields.len();
     let mut record = vec![
         ("eventId".to_owned(), Avro::String(event.event_id.clone())),
-        ("eventType".to_owned(), Avro::String(event.event_type.clone())),
-        ("tenantId".to_owned(), scalar(schema.tenant, &event.tenant_id)),
-        ("entityType".to_owned(), Avro::String(event.entity_type.clone())),
+        (
+            "eventType".to_owned(),
+            Avro::String(event.event_type.clone()),
+        ),
+        (
+            "tenantId".to_owned(),
+            scalar(schema.tenant, &event.tenant_id),
+        ),
+        (
+            "entityType".to_owned(),
+            Avro::String(event.entity_type.clone()),
+        ),
         ("entityId".to_owned(), Avro::String(event.entity_id.clone())),
         (
             "changeType".to_owned(),
@@ -139,7 +150,10 @@ pub fn event_value(
                         let new_value = new.and_then(|r| r.get(i)).unwrap_or(&Value::Null);
                         let o = optional(&field.ty, old_value).ok_or_else(|| mismatch(field))?;
                         let n = optional(&field.ty, new_value).ok_or_else(|| mismatch(field))?;
-                        some(Avro::Record(vec![("old".to_owned(), o), ("new".to_owned(), n)]))
+                        some(Avro::Record(vec![
+                            ("old".to_owned(), o),
+                            ("new".to_owned(), n),
+                        ]))
                     }
                 };
                 fields.push((field.name.clone(), value));
@@ -167,7 +181,14 @@ pub fn event_value(
     }
     record.push((
         "unavailable".to_owned(),
-        Avro::Array(event.unavailable.iter().cloned().map(Avro::String).collect()),
+        Avro::Array(
+            event
+                .unavailable
+                .iter()
+                .cloned()
+                .map(Avro::String)
+                .collect(),
+        ),
     ));
     Ok(Avro::Record(record))
 }
@@ -219,10 +240,9 @@ fn branch(ty: &AvroType, value: &Value) -> Option<(u32, Avro)> {
         },
         (AvroType::String, Value::Numeric(n)) => text(n.as_str()),
         (AvroType::Uuid, Value::Uuid(s)) => text(s),
-        (
-            AvroType::String,
-            Value::Text(s) | Value::Json(s) | Value::Jsonb(s) | Value::Enum(s),
-        ) => text(s),
+        (AvroType::String, Value::Text(s) | Value::Json(s) | Value::Jsonb(s) | Value::Enum(s)) => {
+            text(s)
+        }
         (AvroType::String, Value::TimeTz { .. }) => {
             let rendered = value.to_json()?;
             text(rendered.as_str()?)
@@ -293,7 +313,10 @@ mod tests {
         let ty = AvroType::of(&pg);
         assert_eq!(
             optional(&ty, &typed(&pg, "1.50")),
-            union(1, Avro::Decimal(apache_avro::Decimal::from(vec![0x00, 0x96])))
+            union(
+                1,
+                Avro::Decimal(apache_avro::Decimal::from(vec![0x00, 0x96]))
+            )
         );
         assert_eq!(
             optional(&ty, &typed(&pg, "NaN")),
@@ -310,7 +333,10 @@ mod tests {
     fn timestamps_and_their_infinities() {
         let ty = AvroType::of(&PgType::TimestampTz);
         assert_eq!(
-            optional(&ty, &typed(&PgType::TimestampTz, "12345-06-07 08:09:10.5+00")),
+            optional(
+                &ty,
+                &typed(&PgType::TimestampTz, "12345-06-07 08:09:10.5+00")
+            ),
             union(1, Avro::TimestampMicros(327_416_976_550_500_000))
         );
         assert_eq!(
@@ -318,7 +344,10 @@ mod tests {
             union(2, Avro::String("infinity".to_owned()))
         );
         assert_eq!(
-            optional(&ty, &typed(&PgType::TimestampTz, "294276-12-31 23:59:59.999999+00")),
+            optional(
+                &ty,
+                &typed(&PgType::TimestampTz, "294276-12-31 23:59:59.999999+00")
+            ),
             union(2, Avro::String("+294276-12-31T23:59:59.999999Z".to_owned()))
         );
         let date = AvroType::of(&PgType::Date);

@@ -184,8 +184,7 @@ impl AvroEncoder {
             {
                 warn!(entity = %name, column = %field.column, pg_type = %field.pg_type,
                     "column type has no avro mapping; its values travel as PostgreSQL's text (reported once per column)");
-                metrics::counter!(TEXT_FALLBACK_COLUMNS, LABEL_ENTITY => name.clone())
-                    .increment(1);
+                metrics::counter!(TEXT_FALLBACK_COLUMNS, LABEL_ENTITY => name.clone()).increment(1);
             }
         }
         self.entities.insert(
@@ -369,10 +368,9 @@ mod tests {
         let schema = entity_schema(&binding).unwrap_or_else(|e| panic!("schema: {e}"));
         let change = story::order_456_insert();
         let event = story::order_created();
-        let value = encode::event_value(&schema, &event, &change)
-            .unwrap_or_else(|e| panic!("value: {e}"));
-        let body = datum(&schema.schema, value)
-            .unwrap_or_else(|e| panic!("datum: {e}"));
+        let value =
+            encode::event_value(&schema, &event, &change).unwrap_or_else(|e| panic!("value: {e}"));
+        let body = datum(&schema.schema, value).unwrap_or_else(|e| panic!("datum: {e}"));
         // eventId "0/16B3748:0", eventType, tenantId long 123 (f601), "Order", "456",
         // CREATE (0), version [1] 1, timestamp 2025-01-15T10:30:00Z, user, no correlationId,
         // payload [1] Row {id 456, tenant_id 123, "NEW", total decimal 0x2706 = 99.90,

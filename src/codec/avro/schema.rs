@@ -207,7 +207,10 @@ impl Writer {
             AvroType::String => vec![json!("string")],
             AvroType::Fallback => vec![json!({"type": "string", "pg.fallback": "text"})],
             AvroType::Uuid => vec![json!({"type": "string", "logicalType": "uuid"})],
-            AvroType::Date => vec![json!({"type": "int", "logicalType": "date"}), json!("string")],
+            AvroType::Date => vec![
+                json!({"type": "int", "logicalType": "date"}),
+                json!("string"),
+            ],
             AvroType::TimeMicros => vec![json!({"type": "long", "logicalType": "time-micros"})],
             AvroType::LocalTimestamp => vec![
                 json!({"type": "long", "logicalType": "local-timestamp-micros"}),
@@ -295,7 +298,10 @@ pub struct EntitySchema {
 
 /// Integer types travel as `long` in tenantId and version, anything else as text.
 fn scalar_kind(relation: &Relation, column: Option<usize>) -> ScalarKind {
-    match column.and_then(|i| relation.columns.get(i)).map(|c| &c.pg_type) {
+    match column
+        .and_then(|i| relation.columns.get(i))
+        .map(|c| &c.pg_type)
+    {
         Some(PgType::Int2 | PgType::Int4 | PgType::Int8) => ScalarKind::Long,
         _ => ScalarKind::String,
     }
@@ -331,7 +337,15 @@ pub fn entity_schema(binding: &Binding) -> Result<EntitySchema, SchemaError> {
     let version = scalar_kind(relation, binding.version);
     let mode = entity.streaming.event_payload_mode;
     let record_name = avro_name(&entity.name);
-    let json = envelope_json(&record_name, relation, &fields, &binding.key, mode, tenant, version);
+    let json = envelope_json(
+        &record_name,
+        relation,
+        &fields,
+        &binding.key,
+        mode,
+        tenant,
+        version,
+    );
     let text = json.to_string();
     let schema = apache_avro::Schema::parse_str(&text).map_err(|e| SchemaError::Invalid {
         entity: entity.name.clone(),
@@ -415,7 +429,8 @@ fn envelope_json(
             json!({"type": "record", "name": "Key", "fields": row_fields(&mut w, &key_fields)});
         envelope.push(json!({"name": "key", "type": ["null", key_record], "default": null}));
         if mode == PayloadMode::Full {
-            envelope.push(json!({"name": "fullSnapshot", "type": ["null", "Row"], "default": null}));
+            envelope
+                .push(json!({"name": "fullSnapshot", "type": ["null", "Row"], "default": null}));
         }
         envelope.push(json!({"name": "unavailable",
             "type": {"type": "array", "items": "string"}, "default": []}));
