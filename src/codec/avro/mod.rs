@@ -7,6 +7,7 @@
 //! Avro binary body; the key is an Avro `string` framed the same way under `<topic>-key`.
 
 pub mod encode;
+pub mod export;
 pub mod names;
 pub mod registry;
 pub mod schema;
