@@ -93,11 +93,27 @@ fn update(relation: &Arc<Relation>) -> Change {
         kind: ChangeKind::Update,
         old: Some(row(
             relation,
-            &["456", "123", "NEW", "99.90", "high", "1", "user@example.com"],
+            &[
+                "456",
+                "123",
+                "NEW",
+                "99.90",
+                "high",
+                "1",
+                "user@example.com",
+            ],
         )),
         new: Some(row(
             relation,
-            &["456", "123", "PAID", "99.90", "high", "2", "user@example.com"],
+            &[
+                "456",
+                "123",
+                "PAID",
+                "99.90",
+                "high",
+                "2",
+                "user@example.com",
+            ],
         )),
     }
 }

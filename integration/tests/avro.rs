@@ -25,7 +25,9 @@ const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
 struct Env {
     pg: PgServer,
     broker: KafkaBroker,
-    registry: SchemaRegistry,
+    /// None while a test has it stopped.
+    registry: Option<SchemaRegistry>,
+    registry_url: String,
     db: String,
     entities: String,
 }
@@ -39,10 +41,12 @@ impl Env {
         let registry = SchemaRegistry::start()
             .await
             .expect("starting the test registry");
+        let registry_url = registry.url();
         let env = Env {
             pg,
             broker,
-            registry,
+            registry: Some(registry),
+            registry_url,
             db,
             entities: entities.to_owned(),
         };
@@ -81,7 +85,7 @@ entities:{entities}",
             port = self.pg.port,
             db = self.db,
             kafka = self.broker.bootstrap(),
-            registry = self.registry.url(),
+            registry = self.registry_url,
             entities = self.entities,
         );
         Config::from_yaml_str(&text, "test connector.yaml")
@@ -130,7 +134,7 @@ entities:{entities}",
 
     /// GET on the registry, as JSON.
     async fn get(&self, path: &str) -> Json {
-        let url = format!("{}{path}", self.registry.url());
+        let url = format!("{}{path}", self.registry_url);
         let response = reqwest::get(&url)
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
@@ -140,7 +144,7 @@ entities:{entities}",
 
     /// Sets a subject's compatibility level.
     async fn set_compatibility(&self, subject: &str, level: &str) {
-        let url = format!("{}/config/{subject}", self.registry.url());
+        let url = format!("{}/config/{subject}", self.registry_url);
         let response = reqwest::Client::new()
             .put(&url)
             .header("content-type", "application/vnd.schemaregistry.v1+json")
@@ -546,4 +550,37 @@ async fn schema_evolution_and_an_incompatible_change() {
         env.get("/config/core.orders.order.created-value").await,
         json!({"compatibilityLevel": "NONE"})
     );
+}
+
+/// The registry is down when the first event needs its schema: the pipeline retries and
+/// confirms nothing past the event; once the registry answers on its address again, the
+/// event goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_is_down_is_retried_while_nothing_is_confirmed() {
+    let mut env = Env::start(STORY_DDL, STORY_ENTITIES).await;
+    let addr = env.registry.as_ref().expect("registry").addr();
+    env.registry = None;
+    let running = env.run().await;
+    let before: Lsn = env.sql("select pg_current_wal_lsn()").parse().expect("lsn");
+    env.sql("insert into public.orders (id, tenant_id, status) values (1, 7, 'NEW')");
+    // Several status intervals (200 ms) and retries pass while the registry is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let confirmed = env.confirmed_flush();
+    assert!(
+        confirmed <= before,
+        "confirmed {confirmed} passed the unencoded event (WAL was at {before} before it)"
+    );
+    env.registry = Some(
+        SchemaRegistry::start_on(addr)
+            .await
+            .expect("the registry again on its address"),
+    );
+    let records = env.consume("core.orders.order.created", 1).await;
+    running.stop().await;
+    let (id, fields) = env
+        .decode(records[0].payload.as_deref().expect("value"))
+        .await;
+    assert_eq!(id, 1);
+    assert_eq!(field(&fields, "entityId"), &text("1"));
+    assert!(env.confirmed_flush() > before, "confirmed once delivered");
 }

@@ -63,7 +63,7 @@ impl Registry {
         let url = config.url.trim_end_matches('/').to_owned();
         let mut builder = SrSettings::new_builder(url);
         builder.set_timeout(REQUEST_TIMEOUT);
-        if let Some(user) = &config.username {
+        if let Some(user) = config.username.as_ref().filter(|u| !u.is_empty()) {
             let password = config
                 .password
                 .as_ref()
