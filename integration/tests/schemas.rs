@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use entity_cdc::codec::avro::export::catalog_schemas;
 use entity_cdc::config::Config;
@@ -23,8 +24,9 @@ fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-#[tokio::test]
-async fn golden_schemas_match_what_the_sample_generates() {
+/// A PostgreSQL with docker/init.sql applied, and the environment the sample
+/// connector.yaml needs to reach it.
+fn sample_database() -> (PgServer, HashMap<&'static str, String>) {
     let pg = PgServer::start().expect("starting postgres");
     let db = pg.create_database("app").expect("creating database app");
     pg.psql_db(&db, &read("docker/init.sql"))
@@ -37,6 +39,12 @@ async fn golden_schemas_match_what_the_sample_generates() {
     ]
     .into_iter()
     .collect();
+    (pg, env)
+}
+
+#[tokio::test]
+async fn golden_schemas_match_what_the_sample_generates() {
+    let (_pg, env) = sample_database();
     let yaml = read("connector.yaml").replace("sslmode: prefer", "sslmode: disable");
     let config = Config::from_yaml_str_with_env(&yaml, "connector.yaml", &|k| env.get(k).cloned())
         .unwrap_or_else(|e| panic!("connector.yaml: {e}"));
@@ -60,5 +68,70 @@ async fn golden_schemas_match_what_the_sample_generates() {
              meant, run `ENTITY_CDC_BLESS=1 cargo test -p entity-cdc-integration --test schemas` \
              and commit the files"
         );
+    }
+}
+
+/// The entity-cdc binary, built by cargo (the integration crate cannot name another
+/// package's binary through `CARGO_BIN_EXE_`).
+fn binary() -> PathBuf {
+    let manifest = root().join("Cargo.toml");
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--bin", "entity-cdc", "--message-format=json"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo build: {e}"));
+    assert!(out.status.success(), "cargo build --bin entity-cdc failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["target"]["name"] == "entity-cdc")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo did not report the entity-cdc executable"))
+}
+
+/// `entity-cdc schemas --out DIR` writes exactly the golden files and lists them.
+#[test]
+fn the_schemas_command_writes_the_golden_files() {
+    let (_pg, env) = sample_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("connector.yaml");
+    std::fs::write(
+        &config,
+        read("connector.yaml").replace("sslmode: prefer", "sslmode: disable"),
+    )
+    .expect("writing the config");
+    let out_dir = dir.path().join("out");
+    let mut command = Command::new(binary());
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["schemas", "--out"])
+        .arg(&out_dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ENTITY_CDC_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let output = command.output().expect("running entity-cdc schemas");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout,
+        format!(
+            "Order: {0}/Order.avsc\nProduct: {0}/Product.avsc\n",
+            out_dir.display()
+        )
+    );
+    for file in ["Order.avsc", "Product.avsc"] {
+        let written = std::fs::read_to_string(out_dir.join(file)).expect("written schema");
+        assert_eq!(written, read(&format!("schemas/{file}")), "{file}");
     }
 }
