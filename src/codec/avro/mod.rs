@@ -126,10 +126,7 @@ impl AvroEncoder {
         stop: &CancellationToken,
     ) -> Result<Record, AvroError> {
         let schema = self.schema_for(binding)?;
-        let value_subject = match self.strategy {
-            SubjectNameStrategy::Topic => format!("{}-value", event.topic),
-            SubjectNameStrategy::Record => schema.full_name.clone(),
-        };
+        let value_subject = value_subject(self.strategy, &event.topic, &schema);
         let value_id = self
             .register(&event.entity_type, &value_subject, &schema.text, stop)
             .await?;
@@ -267,6 +264,15 @@ impl AvroEncoder {
     }
 }
 
+/// The subject of an entity's value schema on `topic`: `<topic>-value` (TopicNameStrategy)
+/// or the record's full name (RecordNameStrategy).
+pub fn value_subject(strategy: SubjectNameStrategy, topic: &str, schema: &EntitySchema) -> String {
+    match strategy {
+        SubjectNameStrategy::Topic => format!("{topic}-value"),
+        SubjectNameStrategy::Record => schema.full_name.clone(),
+    }
+}
+
 /// The Avro binary body of `value`, validated against `schema`.
 pub fn datum(
     schema: &apache_avro::Schema,
@@ -383,6 +389,80 @@ mod tests {
                 "020280e88e8e85ef9506022075736572406578616d706c652e636f6d000202900702f60102064e",
                 "4557020427060208686967680202022075736572406578616d706c652e636f6d000000"
             )
+        );
+    }
+
+    #[test]
+    fn subjects_by_strategy() {
+        let schema = entity_schema(&story::order_binding()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            value_subject(
+                SubjectNameStrategy::Topic,
+                "core.orders.order.created",
+                &schema
+            ),
+            "core.orders.order.created-value"
+        );
+        assert_eq!(
+            value_subject(
+                SubjectNameStrategy::Record,
+                "core.orders.order.created",
+                &schema
+            ),
+            "entity_cdc.Order"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unmapped_column_is_reported_once_not_per_event_or_schema() {
+        let config = SchemaRegistryConfig {
+            url: "http://127.0.0.1:9".to_owned(),
+            username: None,
+            password: None,
+            subject_name_strategy: SubjectNameStrategy::Topic,
+        };
+        let mut encoder = AvroEncoder::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        let mut orders = (*story::orders()).clone();
+        orders.columns.push(crate::source::change::Column {
+            name: "spot".to_owned(),
+            type_oid: 600,
+            type_modifier: -1,
+            pg_type: crate::source::value::PgType::Other {
+                name: "point".to_owned(),
+            },
+            identity: true,
+        });
+        let config = story::config();
+        let bind = |relation: &Arc<Relation>| {
+            crate::model::EntityModel::new(&config.entities)
+                .bind(relation, &["id".to_owned()])
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("binds"))
+        };
+        let first = bind(&Arc::new(orders.clone()));
+        for _ in 0..3 {
+            let schema = encoder.schema_for(&first).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                schema
+                    .fields
+                    .last()
+                    .map(|f| (f.name.as_str(), f.ty.is_fallback())),
+                Some(("spot", true))
+            );
+        }
+        // A new description of the table (a column added) makes a new schema, but the
+        // column is not reported again.
+        orders.columns.push(story::column("note", 25, -1));
+        let second = bind(&Arc::new(orders));
+        encoder
+            .schema_for(&second)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reported: Vec<&(String, String)> = encoder.fallback_reported.iter().collect();
+        assert_eq!(reported, [&("Order".to_owned(), "spot".to_owned())]);
+        assert_eq!(
+            encoder.entities.get("Order").map(|s| s.change.as_str()),
+            Some("ALTER TABLE public.orders: column note added (text)")
         );
     }
 
