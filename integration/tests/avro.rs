@@ -34,6 +34,8 @@ struct Env {
 
 impl Env {
     async fn start(ddl: &str, entities: &str) -> Env {
+        // The tests' own HTTP client needs it as much as the connector's.
+        entity_cdc::codec::avro::registry::install_crypto_provider();
         let pg = PgServer::start().expect("starting postgres");
         let db = pg.create_database("app").expect("creating database app");
         pg.psql_db(&db, ddl).expect("creating the tables");

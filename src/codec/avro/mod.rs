@@ -340,6 +340,7 @@ async fn compatibility_rule(url: &str, subject: &str) -> String {
         "{url}/config/{}?defaultToGlobal=true",
         subject.replace('/', "%2F")
     );
+    registry::install_crypto_provider();
     let level = async {
         let response = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))

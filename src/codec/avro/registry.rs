@@ -47,6 +47,14 @@ pub enum RegistryError {
     Client(String),
 }
 
+/// Installs rustls' ring provider as the process default, once. reqwest is built without a
+/// crypto provider of its own (its `rustls` feature would bring aws-lc-rs and its C build),
+/// and panics when it builds a client without one. Installing fails only when a provider
+/// is installed already, which is just as good.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A registry client with its id cache.
 pub struct Registry {
     settings: SrSettings,
@@ -57,9 +65,7 @@ pub struct Registry {
 impl Registry {
     /// A client for the configured registry.
     pub fn new(config: &SchemaRegistryConfig) -> Result<Registry, RegistryError> {
-        // reqwest is built without a crypto provider of its own: use the ring provider the
-        // rest of the crate uses. Installing fails only when one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let url = config.url.trim_end_matches('/').to_owned();
         let mut builder = SrSettings::new_builder(url);
         builder.set_timeout(REQUEST_TIMEOUT);
