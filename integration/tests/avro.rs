@@ -304,6 +304,27 @@ async fn every_type_round_trips_exactly() {
         json!(["test.typed.created-key", "test.typed.created-value"])
     );
 
+    // The enum column's labels travel as metadata of its string branch.
+    let value_schema: Json = serde_json::from_str(
+        env.get("/schemas/ids/1").await["schema"]
+            .as_str()
+            .expect("schema text"),
+    )
+    .expect("schema JSON");
+    let payload_row = &value_schema["fields"][10]["type"][1]["fields"];
+    let m = payload_row
+        .as_array()
+        .and_then(|fields| fields.iter().find(|f| f["name"] == "m"))
+        .expect("field m");
+    assert_eq!(
+        m["type"],
+        json!(["null", {"type": "string", "pg.enum": "public.mood", "pg.labels": ["happy", "in progress"]}])
+    );
+    assert_eq!(
+        (&m["pg.name"], &m["pg.type"]),
+        (&json!("m"), &json!("public.mood"))
+    );
+
     let (id, first) = env
         .decode(records[0].payload.as_deref().expect("value"))
         .await;

@@ -946,6 +946,16 @@ async fn avro_side_of_the_cases() {
     // CASE-10: enums as their label strings, domains as their base type.
     let items = capture(&pg, "CASE-10").await;
     let c = changes(&items);
+    assert_eq!(
+        AvroType::of(&c[0].relation.columns[1].pg_type),
+        AvroType::EnumLabel {
+            name: "case10.Mood".to_owned(),
+            labels: ["sad", "ok", "happy", "ecstatic"]
+                .map(str::to_owned)
+                .to_vec(),
+        },
+        "an enum is a string with its labels as metadata"
+    );
     let row = avro_row(c[0], c[0].new.as_ref());
     assert_eq!(col(&row, "mood"), &branch(1, string("happy")));
     assert_eq!(

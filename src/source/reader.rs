@@ -630,7 +630,10 @@ impl TypeResolver {
                 base: Box::new(base),
             }
         } else if info.typtype == 'e' {
-            PgType::Enum { name }
+            PgType::Enum {
+                name,
+                labels: info.enum_labels.clone(),
+            }
         } else if let Some(element_oid) = info.element_oid.filter(|_| info.typcategory == 'A') {
             // An array column carries the array type's typmod, which applies to its elements.
             let element = Box::pin(self.lookup(element_oid, typmod, depth + 1)).await?;

@@ -240,14 +240,13 @@ fn branch(ty: &AvroType, value: &Value) -> Option<(u32, Avro)> {
         },
         (AvroType::String, Value::Numeric(n)) => text(n.as_str()),
         (AvroType::Uuid, Value::Uuid(s)) => text(s),
-        (AvroType::String, Value::Text(s) | Value::Json(s) | Value::Jsonb(s) | Value::Enum(s)) => {
-            text(s)
-        }
+        (AvroType::String, Value::Text(s) | Value::Json(s) | Value::Jsonb(s)) => text(s),
         (AvroType::String, Value::TimeTz { .. }) => {
             let rendered = value.to_json()?;
             text(rendered.as_str()?)
         }
         (AvroType::Fallback, Value::Unknown { text: s, .. }) => text(s),
+        (AvroType::EnumLabel { .. }, Value::Enum(s)) => text(s),
         (AvroType::Date, Value::Date(date)) => match date {
             Date::Finite(d) => Some((0, Avro::Date(d.unix_days()))),
             other => Some((1, Avro::String(other.to_iso()))),

@@ -71,6 +71,15 @@ pub enum AvroType {
     },
     /// `string`: text types, unconstrained numeric, timetz, json, jsonb, enums.
     String,
+    /// `string` holding an enum's label, the type's name and labels as metadata
+    /// (`pg.enum`, `pg.labels`): no Avro enum, since labels such as `in progress` are no
+    /// Avro symbols and a label added later would break it (CASE-10).
+    EnumLabel {
+        /// The enum type's name.
+        name: String,
+        /// Its labels when the schema was made.
+        labels: Vec<String>,
+    },
     /// `string` with logicalType `uuid`.
     Uuid,
     /// `date`, then `string` for ±infinity.
@@ -127,8 +136,11 @@ impl AvroType {
             | PgType::Char
             | PgType::TimeTz
             | PgType::Json
-            | PgType::Jsonb
-            | PgType::Enum { .. } => AvroType::String,
+            | PgType::Jsonb => AvroType::String,
+            PgType::Enum { name, labels } => AvroType::EnumLabel {
+                name: name.clone(),
+                labels: labels.clone(),
+            },
             PgType::Uuid => AvroType::Uuid,
             PgType::Date => AvroType::Date,
             PgType::Time => AvroType::TimeMicros,
@@ -162,6 +174,7 @@ impl AvroType {
             AvroType::Decimal { precision, scale } => format!("decimal_{precision}_{scale}"),
             AvroType::String => "string".to_owned(),
             AvroType::Uuid => "uuid".to_owned(),
+            AvroType::EnumLabel { name, .. } => format!("enum_{}", avro_name(name)),
             AvroType::Date => "date".to_owned(),
             AvroType::TimeMicros => "time".to_owned(),
             AvroType::LocalTimestamp => "local_timestamp".to_owned(),
@@ -207,6 +220,9 @@ impl Writer {
             AvroType::String => vec![json!("string")],
             AvroType::Fallback => vec![json!({"type": "string", "pg.fallback": "text"})],
             AvroType::Uuid => vec![json!({"type": "string", "logicalType": "uuid"})],
+            AvroType::EnumLabel { name, labels } => {
+                vec![json!({"type": "string", "pg.enum": name, "pg.labels": labels})]
+            }
             AvroType::Date => vec![
                 json!({"type": "int", "logicalType": "date"}),
                 json!("string"),
