@@ -131,7 +131,12 @@ fn classify(subject: &str, error: &SRCError) -> RegistryError {
                 message: raw.message.clone(),
             }
         }
-        Some(raw) if error.retriable || raw.error_code / 100 == 500 || raw.error_code >= 50000 => {
+        // 5xx, and Confluent's 500xx codes: the registry (or its backing Kafka) is unwell.
+        Some(raw)
+            if error.retriable
+                || (500..600).contains(&raw.error_code)
+                || (50000..60000).contains(&raw.error_code) =>
+        {
             RegistryError::Unavailable {
                 subject: subject.to_owned(),
                 reason: raw.message.clone(),
@@ -145,5 +150,80 @@ fn classify(subject: &str, error: &SRCError) -> RegistryError {
             subject: subject.to_owned(),
             reason: error.cause.clone().unwrap_or_else(|| error.error.clone()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: &str, body: &str) -> SRCError {
+        let raw: RawError =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("raw error {body}: {e}"));
+        let retriable = status.starts_with("502") || status.starts_with("503");
+        let message = format!("HTTP request to schema registry failed with status {status}");
+        if retriable {
+            SRCError::retryable_with_cause(raw, &message)
+        } else {
+            SRCError::non_retryable_with_cause(raw, &message)
+        }
+    }
+
+    #[test]
+    fn registry_answers_are_sorted_by_what_to_do() {
+        assert_eq!(
+            classify(
+                "t-value",
+                &answered(
+                    "409 Conflict",
+                    r#"{"error_code":409,"message":"incompatible"}"#
+                )
+            ),
+            RegistryError::Incompatible {
+                subject: "t-value".to_owned(),
+                message: "incompatible".to_owned()
+            }
+        );
+        assert!(matches!(
+            classify(
+                "t-value",
+                &answered(
+                    "503 Service Unavailable",
+                    r#"{"error_code":50003,"message":"x"}"#
+                )
+            ),
+            RegistryError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            classify(
+                "t-value",
+                &answered(
+                    "500 Internal Server Error",
+                    r#"{"error_code":50001,"message":"x"}"#
+                )
+            ),
+            RegistryError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            classify(
+                "t-value",
+                &answered(
+                    "422 Unprocessable Entity",
+                    r#"{"error_code":42201,"message":"bad"}"#
+                )
+            ),
+            RegistryError::Refused { .. }
+        ));
+        let unreachable = SRCError::retryable_with_cause(
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
+            "error sending request",
+        );
+        assert_eq!(
+            classify("t-value", &unreachable),
+            RegistryError::Unavailable {
+                subject: "t-value".to_owned(),
+                reason: "connection refused".to_owned()
+            }
+        );
     }
 }
