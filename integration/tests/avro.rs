@@ -607,3 +607,36 @@ async fn a_registry_that_is_down_is_retried_while_nothing_is_confirmed() {
     assert_eq!(field(&fields, "entityId"), &text("1"));
     assert!(env.confirmed_flush() > before, "confirmed once delivered");
 }
+
+/// A stop request while the registry is down ends the wait: the pipeline stops cleanly
+/// (exit 0 in `run`) without producing or confirming the waiting event, which the next
+/// start reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_registry_is_down_confirms_nothing() {
+    let mut env = Env::start(STORY_DDL, STORY_ENTITIES).await;
+    let addr = env.registry.as_ref().expect("registry").addr();
+    env.registry = None;
+    let running = env.run().await;
+    let before: Lsn = env.sql("select pg_current_wal_lsn()").parse().expect("lsn");
+    env.sql("insert into public.orders (id, tenant_id, status) values (5, 7, 'NEW')");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let summary = running.stop().await;
+    assert_eq!(summary.events, 0, "nothing produced: {summary:?}");
+    assert!(
+        env.confirmed_flush() <= before,
+        "confirmed past the waiting event"
+    );
+    // With the registry back, the next start delivers it.
+    env.registry = Some(
+        SchemaRegistry::start_on(addr)
+            .await
+            .expect("registry again"),
+    );
+    let running = env.run().await;
+    let records = env.consume("core.orders.order.created", 1).await;
+    running.stop().await;
+    let (_, fields) = env
+        .decode(records[0].payload.as_deref().expect("value"))
+        .await;
+    assert_eq!(field(&fields, "entityId"), &text("5"));
+}
