@@ -55,12 +55,16 @@ struct State {
     global: Option<String>,
     /// Per-subject levels.
     levels: HashMap<String, String>,
+    /// `POST /subjects/{subject}/versions` requests served, for tests that check the
+    /// connector's cache.
+    register_requests: u64,
 }
 
 /// A running registry; stopped when dropped.
 pub struct SchemaRegistry {
     addr: SocketAddr,
     stop: CancellationToken,
+    state: Arc<Mutex<State>>,
 }
 
 impl SchemaRegistry {
@@ -75,8 +79,8 @@ impl SchemaRegistry {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let state = Arc::new(Mutex::new(State::default()));
-        tokio::spawn(accept_loop(listener, state, stop.clone()));
-        Ok(SchemaRegistry { addr, stop })
+        tokio::spawn(accept_loop(listener, state.clone(), stop.clone()));
+        Ok(SchemaRegistry { addr, stop, state })
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -87,6 +91,14 @@ impl SchemaRegistry {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many register requests (`POST /subjects/{subject}/versions`) it served.
+    pub fn register_requests(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register_requests
     }
 
     /// Runs until `stop` fires (for the standalone binary).
@@ -182,7 +194,10 @@ async fn handle(state: &Mutex<State>, request: Request<Incoming>) -> Response<Fu
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
     match (&method, parts.as_slice()) {
-        (&Method::POST, ["subjects", subject, "versions"]) => register(&mut state, subject, &body),
+        (&Method::POST, ["subjects", subject, "versions"]) => {
+            state.register_requests += 1;
+            register(&mut state, subject, &body)
+        }
         (&Method::POST, ["subjects", subject]) => lookup(&state, subject, &body),
         (&Method::GET, ["subjects"]) => {
             let mut names: Vec<&String> = state.subjects.keys().collect();

@@ -286,6 +286,11 @@ async fn every_type_round_trips_exactly() {
     );
     let records = env.consume("test.typed.created", 2).await;
     running.stop().await;
+    assert_eq!(
+        env.registry.as_ref().map(SchemaRegistry::register_requests),
+        Some(2),
+        "the value and the key schema registered once, not per event"
+    );
 
     // Value schema registered first (id 1), then the key schema (id 2).
     let key = records[0].key.as_deref().expect("key");
