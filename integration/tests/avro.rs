@@ -30,6 +30,8 @@ struct Env {
     registry_url: String,
     db: String,
     entities: String,
+    /// `schemaRegistry.subjectNameStrategy`.
+    strategy: &'static str,
 }
 
 impl Env {
@@ -51,6 +53,7 @@ impl Env {
             registry_url,
             db,
             entities: entities.to_owned(),
+            strategy: "topic",
         };
         let config = env.config();
         let target = database_target(&config);
@@ -81,6 +84,7 @@ kafka:
 format: avro
 schemaRegistry:
   url: {registry}
+  subjectNameStrategy: {strategy}
 streaming:
   dlqTopic: dlq.events
 entities:{entities}",
@@ -89,6 +93,7 @@ entities:{entities}",
             kafka = self.broker.bootstrap(),
             registry = self.registry_url,
             entities = self.entities,
+            strategy = self.strategy,
         );
         Config::from_yaml_str(&text, "test connector.yaml")
             .unwrap_or_else(|e| panic!("config invalid: {e}\n{text}"))
@@ -644,4 +649,49 @@ async fn a_stop_while_the_registry_is_down_confirms_nothing() {
         .decode(records[0].payload.as_deref().expect("value"))
         .await;
     assert_eq!(field(&fields, "entityId"), &text("5"));
+}
+
+/// `subjectNameStrategy: record`: the entity's three topics share one value subject, the
+/// record's full name; keys keep `<topic>-key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_name_strategy_shares_one_subject_across_topics() {
+    let mut env = Env::start(STORY_DDL, STORY_ENTITIES).await;
+    env.strategy = "record";
+    let running = env.run().await;
+    env.sql("insert into public.orders (id, tenant_id, status) values (1, 7, 'NEW')");
+    env.sql("update public.orders set status = 'PAID' where id = 1");
+    let created = env.consume("core.orders.order.created", 1).await;
+    let updated = env.consume("core.orders.order.updated", 1).await;
+    running.stop().await;
+    let (created_id, _) = env
+        .decode(created[0].payload.as_deref().expect("value"))
+        .await;
+    let (updated_id, fields) = env
+        .decode(updated[0].payload.as_deref().expect("value"))
+        .await;
+    assert_eq!((created_id, updated_id), (1, 1), "one schema, one id");
+    let changes = record(field(&fields, "changes"), "changes");
+    assert_eq!(
+        field(changes, "status"),
+        &some(
+            1,
+            Avro::Record(vec![
+                ("old".into(), some(1, text("NEW"))),
+                ("new".into(), some(1, text("PAID"))),
+            ])
+        )
+    );
+    assert_eq!(
+        field(changes, "tenant_id"),
+        &null(),
+        "unchanged columns are null"
+    );
+    assert_eq!(
+        env.get("/subjects").await,
+        json!([
+            "core.orders.order.created-key",
+            "core.orders.order.updated-key",
+            "entity_cdc.Order"
+        ])
+    );
 }
