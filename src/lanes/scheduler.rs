@@ -48,8 +48,8 @@ impl Scheduler {
     /// Picks among the lanes `eligible` marks (indexed like [`Priority::ALL`]) and charges
     /// the chosen one a stride; `None` when no lane is eligible.
     pub fn pick(&mut self, eligible: [bool; 4]) -> Option<Priority> {
-        for lane in 0..4 {
-            if !eligible[lane] {
+        for (lane, eligible) in eligible.iter().enumerate() {
+            if !eligible {
                 self.active[lane] = false;
             } else if !self.active[lane] {
                 self.active[lane] = true;
