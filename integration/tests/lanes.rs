@@ -534,3 +534,53 @@ async fn a_failed_dead_letter_stops_without_confirming() {
     );
     assert!(confirmed >= warm_end, "{confirmed} vs {warm_end}");
 }
+
+/// A full lane stops the source from reading WAL, for longer than the server's
+/// `wal_sender_timeout` (5 s here): the status updates sent while it waits keep the
+/// walsender from ending the connection. The broker answers after 7 s, the producer may
+/// hold one record and the NORMAL lane one event, so the third product's event waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_waiting_for_room_keeps_the_walsender_alive() {
+    let env = Env::start(true, &[("wal_sender_timeout", "5s")]).await;
+    let running = env
+        .run(env.config("  producerInFlight: { records: 1 }\n  lanes: { NORMAL: { capacity: 1 } }"))
+        .await;
+    let walsender = env.sql("select pid from pg_stat_replication");
+    env.mock()
+        .broker_round_trip_time(1, Duration::from_secs(7))
+        .expect("slow broker");
+    for id in 1..=4 {
+        env.sql(&format!(
+            "insert into public.products values ({id}, 123, 'p{id}')"
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    env.mock()
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("fast broker");
+    let products = env.consume(PRODUCTS, 4).await;
+    let keys: Vec<String> = products
+        .iter()
+        .map(|r| text(r.key.as_deref().expect("key")))
+        .collect();
+    assert_eq!(keys, ["123:1", "123:2", "123:3", "123:4"]);
+    let tx = env.probed();
+    eventually(
+        "the last product confirmed",
+        Duration::from_secs(10),
+        || env.confirmed_flush() >= tx[3].1,
+    )
+    .await;
+    assert_eq!(
+        env.sql("select pid from pg_stat_replication"),
+        walsender,
+        "the same walsender streams: the connection was never lost"
+    );
+    let log = env.pg.log();
+    assert!(
+        !log.contains("terminating walsender process due to replication timeout"),
+        "the walsender timed out:\n{log}"
+    );
+    let summary = running.stop().await;
+    assert_eq!(summary.events, 4);
+}

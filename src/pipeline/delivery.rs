@@ -139,7 +139,7 @@ impl DeliveryTask {
                                     state.held = Some(key.clone());
                                 }
                             }
-                            let delay = self.delay(state.retries);
+                            let delay = retry_delay(self.backoff, state.retries);
                             state.retries += 1;
                             warn!(
                                 topic = %record.topic,
@@ -160,13 +160,6 @@ impl DeliveryTask {
                 }
             }
         }
-    }
-
-    /// The backoff before retry number `retries + 1`: the configured delay, doubled for
-    /// each retry already made (1 s, 2 s, 4 s by default).
-    fn delay(&self, retries: u32) -> Duration {
-        let factor = 1_u32.checked_shl(retries).unwrap_or(u32::MAX);
-        self.backoff.saturating_mul(factor).min(MAX_BACKOFF)
     }
 
     fn acknowledge(&self, position: Position) -> Result<(), WatermarkError> {
@@ -233,6 +226,13 @@ impl DeliveryTask {
     }
 }
 
+/// The backoff before retry number `retries + 1`: the configured delay, doubled for each
+/// retry already made (1 s, 2 s, 4 s by default), at most [`MAX_BACKOFF`].
+fn retry_delay(backoff: Duration, retries: u32) -> Duration {
+    let factor = 1_u32.checked_shl(retries).unwrap_or(u32::MAX);
+    backoff.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
 /// The `eventId` header of a record, if it has one.
 fn event_id(record: &Record) -> Option<String> {
     record
@@ -247,5 +247,27 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_configured_delay() {
+        let second = Duration::from_secs(1);
+        let delays: Vec<Duration> = (0..4).map(|r| retry_delay(second, r)).collect();
+        assert_eq!(
+            delays,
+            [1, 2, 4, 8].map(Duration::from_secs),
+            "1 s, 2 s, 4 s, ..."
+        );
+        assert_eq!(
+            retry_delay(Duration::from_millis(100), 2),
+            Duration::from_millis(400)
+        );
+        assert_eq!(retry_delay(second, 40), MAX_BACKOFF);
+        assert_eq!(retry_delay(Duration::ZERO, 3), Duration::ZERO);
     }
 }
