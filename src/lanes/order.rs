@@ -2,8 +2,9 @@
 //!
 //! Every queued event with a key is indexed here by key, in arrival order, with its lane.
 //! When the scheduler picks an event whose key has an earlier event waiting in another
-//! lane, the earlier one is dispatched instead (promoted) under the picked lane's turn; the
-//! picked one follows on a later turn. A key can also be held while one of its events is
+//! lane, the earlier one is dispatched instead (promoted) under the picked lane's turn (and
+//! token: a promoted event of a throttled lane does not wait for that lane's rate, or the
+//! urgent event behind it would wait too); the picked one follows on a later turn. A key can also be held while one of its events is
 //! being retried: none of its queued events is dispatched until it is released, other keys
 //! flow on.
 
