@@ -252,7 +252,7 @@ entities:{ENTITIES}",
     let (within_before, count_before) = scrape.critical_latency();
     let backlog = scrape.bulk_depth();
     println!(
-        "import sent after {blocked_for:?}; {} CRITICAL orders committed meanwhile, {within_before} of them acked within 1 s; BULK backlog {backlog}",
+        "import read after {blocked_for:?}; {} CRITICAL orders committed while the source was behind it, {within_before} of them acked within 1 s; BULK backlog {backlog}",
         behind.len()
     );
     assert!(

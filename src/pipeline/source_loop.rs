@@ -159,12 +159,19 @@ impl SourceLoop {
                 // start a fresh watermark at what is confirmed.
                 // A failed delivery or a stop request ends the wait: the run loop sees them
                 // next, and nothing past the confirmed position has been confirmed.
+                // The lanes may hold seconds of throttled backlog: status updates keep the
+                // new connection alive meanwhile.
                 self.context = None;
+                let mut status_at = tokio::time::Instant::now() + self.status_interval;
                 while self.watermark.in_flight() > self.abandoned {
                     if self.stop.is_cancelled() || self.failure.is_cancelled() {
                         return Ok(());
                     }
                     tokio::time::sleep(RECONNECT_POLL).await;
+                    if tokio::time::Instant::now() >= status_at {
+                        self.send_status(reader).await;
+                        status_at = tokio::time::Instant::now() + self.status_interval;
+                    }
                 }
                 self.abandoned = 0;
                 let confirmed = self.watermark.confirmed();
@@ -362,6 +369,17 @@ impl SourceLoop {
         Ok(())
     }
 
+    /// Sends a status update while the source is not reading (any status update answers a
+    /// keepalive that asked for a reply), with what the watermark confirms now.
+    async fn send_status(&self, reader: &mut ChangeReader) {
+        // Acknowledgements may have moved the watermark meanwhile.
+        reader.stream().confirm(self.watermark.confirmed());
+        if let Err(e) = reader.stream().send_status().await {
+            // The next read notices the lost connection and reconnects.
+            warn!(error = %e, "status update while waiting failed");
+        }
+    }
+
     /// Queues `outgoing` in the lane of `priority`, waiting for room while the lane is full
     /// and sending a status update every status interval meanwhile. Returns false when a
     /// stop or a delivery failure ended the wait: the event is dropped unqueued, and its
@@ -383,12 +401,7 @@ impl SourceLoop {
                 () = self.failure.cancelled() => break,
                 () = self.lanes.room() => {}
                 () = tokio::time::sleep_until(status_at) => {
-                    // Acknowledgements may have moved the watermark meanwhile.
-                    reader.stream().confirm(self.watermark.confirmed());
-                    if let Err(e) = reader.stream().send_status().await {
-                        // The next read notices the lost connection and reconnects.
-                        warn!(error = %e, "status update while waiting for room in a lane failed");
-                    }
+                    self.send_status(reader).await;
                     status_at = tokio::time::Instant::now() + self.status_interval;
                 }
             }
