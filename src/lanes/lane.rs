@@ -26,13 +26,18 @@ pub(super) struct Entry<T> {
 /// A bounded FIFO queue of entries, in sequence order.
 #[derive(Debug)]
 pub(super) struct Lane<T> {
+    /// Waiting entries, oldest (smallest sequence) first.
     entries: VecDeque<Entry<T>>,
+    /// Sum of the entries' sizes.
     bytes: u64,
+    /// Events at most (`capacity`).
     capacity: usize,
+    /// Bytes at most (`maxBytes`), unless one event alone is larger.
     max_bytes: u64,
 }
 
 impl<T> Lane<T> {
+    /// An empty lane with `config`'s bounds.
     pub fn new(config: &LaneConfig) -> Lane<T> {
         Lane {
             entries: VecDeque::new(),
@@ -55,22 +60,27 @@ impl<T> Lane<T> {
         self.entries.push_back(entry);
     }
 
+    /// Events waiting.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Bytes waiting.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
+    /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// The entries, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<T>> {
         self.entries.iter()
     }
 
+    /// The entry at `index` (0 is the oldest).
     pub fn get(&self, index: usize) -> Option<&Entry<T>> {
         self.entries.get(index)
     }

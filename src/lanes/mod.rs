@@ -59,11 +59,17 @@ pub struct Dispatch<T> {
 /// The four lanes, their scheduler and rate limits, and the per-key order.
 #[derive(Debug)]
 pub struct Lanes<T> {
+    /// The lanes, indexed like [`Priority::ALL`].
     lanes: [Lane<T>; 4],
+    /// Each lane's rate limit, if it has one.
     buckets: [Option<TokenBucket>; 4],
+    /// Which lane goes next.
     scheduler: Scheduler,
+    /// Queued events per key, and held keys.
     order: KeyOrder,
+    /// Weighted or fifo.
     scheduling: Scheduling,
+    /// The sequence of the next pushed event.
     next_seq: u64,
     /// Records due for another attempt (or their dead letters): dispatched before any lane,
     /// bounded by what the producer had in flight.

@@ -22,8 +22,11 @@ const STRIDE_ONE: u128 = 1 << 64;
 /// Per-lane pass and stride, indexed like [`Priority::ALL`].
 #[derive(Debug, Clone)]
 pub struct Scheduler {
+    /// Pass added per dispatch: [`STRIDE_ONE`] / weight.
     stride: [u128; 4],
+    /// The configured weights, for ties.
     weight: [u32; 4],
+    /// The pass at which each lane is next due.
     pass: [u128; 4],
     /// Whether the lane was eligible at the previous pick (so has a live pass).
     active: [bool; 4],

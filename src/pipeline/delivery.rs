@@ -50,10 +50,15 @@ struct Failing {
 
 /// Acknowledges, retries and dead-letters.
 pub(super) struct DeliveryTask {
+    /// Where retries and dead letters go, and whose keys are held.
     pub lanes: Arc<SharedLanes>,
+    /// Where delivered (or dead-lettered) positions are acknowledged.
     pub watermark: SharedWatermark,
+    /// `streaming.dlqTopic`.
     pub dlq_topic: String,
+    /// Cancelled here when a failure stops the pipeline.
     pub failure: CancellationToken,
+    /// Where dead-lettered events are reported.
     pub dead_letters: Arc<DeadLetters>,
     /// `streaming.retries`.
     pub max_retries: u32,
@@ -62,6 +67,7 @@ pub(super) struct DeliveryTask {
 }
 
 impl DeliveryTask {
+    /// Handles reports until the sink is gone or a failure stops the pipeline.
     #[tracing::instrument(name = "delivery", skip_all)]
     pub async fn run(self, mut reports: DeliveryReports) -> Result<(), PipelineError> {
         let result = self.receive(&mut reports).await;
@@ -162,6 +168,7 @@ impl DeliveryTask {
         }
     }
 
+    /// Acknowledges `position` in the watermark and records its latency.
     fn acknowledge(&self, position: Position) -> Result<(), WatermarkError> {
         let tag = self.watermark.with_tracked(|t| {
             let tag = t.records.remove(&position);

@@ -30,15 +30,18 @@ pub(super) struct Outgoing {
 /// task (retries, held keys). A std mutex: held for a few queue operations, never across
 /// an await.
 pub(super) struct SharedLanes {
+    /// The lanes themselves.
     lanes: Mutex<Lanes<Outgoing>>,
     /// Woken when there may be something new to dispatch (a push, a retry, a release).
     work: Notify,
     /// Woken when an event left a lane: the source loop, waiting for room, looks again.
     room: Notify,
+    /// Depth, bytes, dispatch and retry metrics.
     metrics: LaneMetrics,
 }
 
 impl SharedLanes {
+    /// The lanes `config` describes, empty.
     pub fn new(config: &StreamingConfig, scheduling: Scheduling) -> Arc<SharedLanes> {
         Arc::new(SharedLanes {
             lanes: Mutex::new(Lanes::new(config, scheduling, Instant::now())),
@@ -48,6 +51,7 @@ impl SharedLanes {
         })
     }
 
+    /// Runs `f` on the lanes under the lock.
     fn with<T>(&self, f: impl FnOnce(&mut Lanes<Outgoing>) -> T) -> T {
         let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut lanes)
@@ -148,12 +152,16 @@ impl SharedLanes {
 /// Hands the lanes' choices to the producer until a delivery failure stops the pipeline
 /// (or the pipeline aborts it once drained).
 pub(super) struct Dispatcher {
+    /// Where the records wait.
     pub lanes: Arc<SharedLanes>,
+    /// The producer, with its in-flight budget.
     pub sink: Arc<KafkaSink>,
+    /// Cancelled when a delivery failure stops the pipeline.
     pub failure: CancellationToken,
 }
 
 impl Dispatcher {
+    /// Dispatches until the failure token fires.
     #[tracing::instrument(name = "dispatcher", skip_all)]
     pub async fn run(self) {
         loop {

@@ -34,9 +34,13 @@ const RECONNECT_POLL: Duration = Duration::from_millis(20);
 
 /// Reads changes and produces their events.
 pub(super) struct SourceLoop {
+    /// Relations bound to entities.
     pub model: EntityModel,
+    /// Where events wait for dispatch.
     pub lanes: Arc<SharedLanes>,
+    /// Transactions and events in flight.
     pub watermark: SharedWatermark,
+    /// `streaming.dlqTopic`.
     pub dlq_topic: String,
     /// Where dead-lettered events are reported.
     pub dead_letters: Arc<DeadLetters>,
@@ -46,7 +50,9 @@ pub(super) struct SourceLoop {
     /// for room: never acknowledged, so their transactions are never confirmed; the drain
     /// does not wait for them.
     pub abandoned: u64,
+    /// The open transaction's context message, if it had one.
     pub context: Option<TransactionContext>,
+    /// What was read and produced so far.
     pub summary: RunSummary,
     /// The stop request, watched while waiting out a reconnection.
     pub stop: CancellationToken,
@@ -60,6 +66,7 @@ pub(super) struct SourceLoop {
 }
 
 impl SourceLoop {
+    /// Reads and queues until a stop or a delivery failure.
     pub async fn run(
         &mut self,
         reader: &mut ChangeReader,
