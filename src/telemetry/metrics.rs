@@ -43,6 +43,18 @@ pub const RECONNECTS: &str = "entity_cdc_replication_reconnects_total";
 /// Events whose priority column held no priority name, by entity.
 pub const UNKNOWN_PRIORITIES: &str = "entity_cdc_unknown_priorities_total";
 
+/// Events waiting in a lane, by lane.
+pub const LANE_DEPTH: &str = "entity_cdc_lane_depth_events";
+/// Encoded bytes waiting in a lane, by lane.
+pub const LANE_BYTES: &str = "entity_cdc_lane_bytes";
+/// Records handed from a lane to the producer, by lane (`RETRY` for retries and their
+/// dead letters).
+pub const LANE_DISPATCHES: &str = "entity_cdc_lane_dispatches_total";
+/// Events dispatched ahead of their lane's turn to keep their key's order, by lane.
+pub const LANE_PROMOTIONS: &str = "entity_cdc_lane_promotions_total";
+/// Failed deliveries produced again.
+pub const DELIVERY_RETRIES: &str = "entity_cdc_delivery_retries_total";
+
 /// Every metric name, for the documentation test.
 pub const ALL: &[&str] = &[
     CHANGES_READ,
@@ -57,6 +69,11 @@ pub const ALL: &[&str] = &[
     REPLICATION_LAG_SECONDS,
     RECONNECTS,
     UNKNOWN_PRIORITIES,
+    LANE_DEPTH,
+    LANE_BYTES,
+    LANE_DISPATCHES,
+    LANE_PROMOTIONS,
+    DELIVERY_RETRIES,
 ];
 
 /// Label key of the entity name.
@@ -113,6 +130,11 @@ fn describe() {
         describe_gauge!(REPLICATION_LAG_SECONDS, Unit::Seconds, "Now minus the commit time of the oldest transaction not yet acknowledged; 0 when nothing is pending.");
         describe_counter!(RECONNECTS, Unit::Count, "Replication connections re-established.");
         describe_counter!(UNKNOWN_PRIORITIES, Unit::Count, "Events whose priority column held no priority name.");
+        describe_gauge!(LANE_DEPTH, Unit::Count, "Events waiting in a lane.");
+        describe_gauge!(LANE_BYTES, Unit::Bytes, "Encoded bytes waiting in a lane.");
+        describe_counter!(LANE_DISPATCHES, Unit::Count, "Records handed from a lane to the producer.");
+        describe_counter!(LANE_PROMOTIONS, Unit::Count, "Events dispatched ahead of their lane's turn to keep their key's order.");
+        describe_counter!(DELIVERY_RETRIES, Unit::Count, "Failed deliveries produced again.");
     });
 }
 
@@ -231,6 +253,45 @@ impl PipelineMetrics {
         let counter = counter!(UNKNOWN_PRIORITIES, LABEL_ENTITY => entity.to_owned());
         counter.increment(1);
         self.unknown_priorities.insert(entity.to_owned(), counter);
+    }
+}
+
+/// The lanes' handles, per lane in [`Priority::ALL`] order, resolved once.
+#[derive(Debug, Clone)]
+pub struct LaneMetrics {
+    /// [`LANE_DEPTH`].
+    pub depth: [Gauge; 4],
+    /// [`LANE_BYTES`].
+    pub bytes: [Gauge; 4],
+    /// [`LANE_DISPATCHES`].
+    pub dispatches: [Counter; 4],
+    /// [`LANE_DISPATCHES`] of retries and their dead letters.
+    pub retry_dispatches: Counter,
+    /// [`LANE_PROMOTIONS`].
+    pub promotions: [Counter; 4],
+    /// [`DELIVERY_RETRIES`].
+    pub retries: Counter,
+}
+
+impl Default for LaneMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LaneMetrics {
+    /// Resolves the handles. Without an installed recorder they record nothing.
+    pub fn new() -> LaneMetrics {
+        LaneMetrics {
+            depth: Priority::ALL.map(|p| gauge!(LANE_DEPTH, LABEL_PRIORITY => p.as_str())),
+            bytes: Priority::ALL.map(|p| gauge!(LANE_BYTES, LABEL_PRIORITY => p.as_str())),
+            dispatches: Priority::ALL
+                .map(|p| counter!(LANE_DISPATCHES, LABEL_PRIORITY => p.as_str())),
+            retry_dispatches: counter!(LANE_DISPATCHES, LABEL_PRIORITY => "RETRY"),
+            promotions: Priority::ALL
+                .map(|p| counter!(LANE_PROMOTIONS, LABEL_PRIORITY => p.as_str())),
+            retries: counter!(DELIVERY_RETRIES),
+        }
     }
 }
 
