@@ -9,7 +9,11 @@
 pub mod capture;
 pub mod kafka;
 pub mod pg;
+pub mod smtp;
 pub mod story;
+pub mod webhook;
 
 pub use kafka::{ConsumedRecord, KafkaBroker};
 pub use pg::{PgServer, PgServerOptions};
+pub use smtp::{ReceivedMail, SmtpSink};
+pub use webhook::{ReceivedRequest, WebhookReceiver};

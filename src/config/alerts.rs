@@ -250,3 +250,183 @@ impl EmailConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::config::{Config, ConfigError};
+
+    /// A valid config without alerts; the tests append an `alerts:` section.
+    const BASE: &str = "
+source: { host: db, database: app, user: cdc, slot: entity_cdc, publication: entity_cdc }
+kafka: { bootstrapServers: 'k:9092' }
+entities:
+  - { name: Order, table: public.orders, tenantColumn: tenant_id, streaming: { topicPrefix: core.orders } }
+";
+
+    const WEBHOOK_URL: &str = "https://hooks.example.com/services/T000/B000/XXXXSECRETXXXX";
+    const SMTP_PASSWORD: &str = "smtp-s3cr3t";
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "ALERT_WEBHOOK_URL" => Some(WEBHOOK_URL.to_owned()),
+            "ALERT_SMTP_PASSWORD" => Some(SMTP_PASSWORD.to_owned()),
+            "FTP_URL" => Some("ftp://files.example.com/x".to_owned()),
+            "BAD_URL" => Some("not a url, token=SECRET".to_owned()),
+            _ => None,
+        }
+    }
+
+    fn load(alerts: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_str_with_env(&format!("{BASE}{alerts}"), "connector.yaml", &env)
+    }
+
+    fn err(alerts: &str) -> String {
+        match load(alerts) {
+            Ok(config) => panic!("should be rejected: {:?}\n{alerts}", config.alerts),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_full_section_loads_with_secrets_from_the_environment() {
+        let config = load(
+            "alerts:
+  intervalSeconds: 30
+  maxEventIds: 5
+  timeoutSeconds: 3
+  webhook: { url: '${ALERT_WEBHOOK_URL}' }
+  email:
+    smtpHost: smtp.example.com
+    smtpPort: '2525'
+    tls: tls
+    username: cdc
+    password: ${ALERT_SMTP_PASSWORD}
+    from: entity-cdc <alerts@example.com>
+    to: [ops@example.com, 'On Call <oncall@example.com>']
+",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let alerts = config.alerts.as_ref().expect("alerts section");
+        assert_eq!(alerts.interval(), Duration::from_secs(30));
+        assert_eq!(alerts.max_event_ids.get(), 5);
+        assert_eq!(alerts.timeout(), Duration::from_secs(3));
+        let url = alerts.webhook.as_ref().and_then(|w| w.url.as_ref());
+        assert_eq!(url.map(|u| u.expose_secret()), Some(WEBHOOK_URL));
+        let email = alerts.email.as_ref().expect("email");
+        assert_eq!(email.port(), 2525);
+        assert_eq!(email.tls, SmtpTls::Tls);
+        assert_eq!(
+            email.password.as_ref().map(|p| p.expose_secret()),
+            Some(SMTP_PASSWORD)
+        );
+        assert_eq!(
+            email.to,
+            ["ops@example.com", "On Call <oncall@example.com>"]
+        );
+        // Secrets never show in debug output of the config.
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("XXXXSECRETXXXX"), "{shown}");
+        assert!(!shown.contains(SMTP_PASSWORD), "{shown}");
+    }
+
+    #[test]
+    fn defaults_and_ports_follow_the_tls_mode() {
+        let config = load(
+            "alerts:
+  email: { smtpHost: relay, tls: none, from: a@example.com, to: [b@example.com] }
+",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let alerts = config.alerts.as_ref().expect("alerts section");
+        assert_eq!(alerts.interval_seconds.get(), 60);
+        assert_eq!(alerts.max_event_ids.get(), 10);
+        assert_eq!(alerts.timeout_seconds.get(), 10);
+        assert!(alerts.webhook.is_none());
+        assert_eq!(alerts.email.as_ref().map(EmailConfig::port), Some(25));
+        assert_eq!(SmtpTls::default().default_port(), 587);
+        assert_eq!(SmtpTls::Tls.default_port(), 465);
+    }
+
+    #[test]
+    fn an_empty_section_names_what_is_missing() {
+        assert_eq!(
+            err("alerts: { intervalSeconds: 5 }\n"),
+            "connector.yaml: alerts: expected webhook or email (or both), got neither"
+        );
+    }
+
+    #[test]
+    fn bad_webhook_urls_are_rejected_without_showing_them() {
+        assert_eq!(
+            err("alerts: { webhook: { url: '${FTP_URL}' } }\n"),
+            "connector.yaml: alerts.webhook.url: expected an http:// or https:// URL, got \
+             scheme \"ftp\""
+        );
+        let message = err("alerts: { webhook: { url: '${BAD_URL}' } }\n");
+        assert!(
+            message.starts_with(
+                "connector.yaml: alerts.webhook.url: expected an http:// or https:// URL, got a \
+                 value that is not one"
+            ),
+            "{message}"
+        );
+        assert!(!message.contains("SECRET"), "{message}");
+        assert_eq!(
+            err("alerts: { webhook: {} }\n"),
+            "connector.yaml: alerts.webhook.url: required: the webhook URL, e.g. \
+             ${ALERT_WEBHOOK_URL}"
+        );
+    }
+
+    #[test]
+    fn bad_mail_settings_name_their_paths() {
+        assert_eq!(
+            err("alerts:
+  maxEventIds: 101
+  email: { smtpHost: ' ', from: 'not an address', to: [ok@example.com, 'bad@'] }
+"),
+            "connector.yaml: alerts.maxEventIds: expected an integer 1..100, got 101\n\
+             connector.yaml: alerts.email.smtpHost: expected a host name, got an empty string\n\
+             connector.yaml: alerts.email.from: expected a mail address like alerts@example.com \
+             or \"entity-cdc <alerts@example.com>\", got \"not an address\"\n\
+             connector.yaml: alerts.email.to[1]: expected a mail address like ops@example.com, \
+             got \"bad@\""
+        );
+        assert_eq!(
+            err("alerts: { email: { smtpHost: h, from: a@example.com, to: [] } }\n"),
+            "connector.yaml: alerts.email.to: expected at least one recipient"
+        );
+        assert_eq!(
+            err(
+                "alerts: { email: { smtpHost: h, from: a@example.com, to: [b@example.com], \
+                 tls: none, username: u, password: '${ALERT_SMTP_PASSWORD}' } }\n"
+            ),
+            "connector.yaml: alerts.email.tls: none would send the SMTP password unencrypted; \
+             use starttls or tls"
+        );
+        assert_eq!(
+            err(
+                "alerts: { email: { smtpHost: h, from: a@example.com, to: [b@example.com], \
+                 username: u } }\n"
+            ),
+            "connector.yaml: alerts.email.password: required when alerts.email.username is set"
+        );
+        assert_eq!(
+            err(
+                "alerts: { email: { smtpHost: h, from: a@example.com, to: [b@example.com], \
+                 tls: ssl } }\n"
+            ),
+            "connector.yaml: alerts.email.tls: expected one of none, starttls, tls, got \"ssl\""
+        );
+        assert_eq!(
+            err(
+                "alerts: { intervalSeconds: 0, email: { smtpHost: h, from: a@example.com, \
+                 to: [b@example.com] } }\n"
+            ),
+            "connector.yaml: alerts.intervalSeconds: expected a positive integer, got 0"
+        );
+    }
+}

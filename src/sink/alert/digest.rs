@@ -132,10 +132,7 @@ impl Digest {
     /// The one-line summary: a mail subject, the first line of a chat message.
     pub(super) fn subject(&self, connector: &str) -> String {
         let noun = if self.count == 1 { "event" } else { "events" };
-        format!(
-            "entity-cdc {connector}: {} {noun} dead-lettered",
-            self.count
-        )
+        format!("{connector}: {} {noun} dead-lettered", self.count)
     }
 
     /// The alert's text: subject line, eventIds, topics, reasons and what to do. Plain text
@@ -200,22 +197,22 @@ mod tests {
         digest.add(&notice("0/10:1", "t.updated", "no tenant", 0));
         digest.add(&notice("0/20:0", "t.updated", "no tenant", 3));
         assert_eq!(
-            digest.render("app (db, slot s)"),
-            "entity-cdc app (db, slot s): 3 events dead-lettered since the last alert\n\
+            digest.render("app on db, slot s"),
+            "app on db, slot s: 3 events dead-lettered since the last alert\n\
              event ids (first 2 of 3):\n  0/10:0\n  0/10:1\n\
              topics:\n  t.updated: 2\n  t.created: 1\n\
              reasons:\n  no tenant: 2\n  record too large: 1\n\
              retries before dead-lettering: at most 3\n\
              the records are on the dead-letter topic; see docs/operations.md, \"Alerts\"\n"
         );
-        assert_eq!(digest.subject("c"), "entity-cdc c: 3 events dead-lettered");
+        assert_eq!(digest.subject("c"), "c: 3 events dead-lettered");
     }
 
     #[test]
     fn one_event_is_singular() {
         let mut digest = Digest::new(10);
         digest.add(&notice("0/10:0", "t", "r", 0));
-        assert_eq!(digest.subject("c"), "entity-cdc c: 1 event dead-lettered");
+        assert_eq!(digest.subject("c"), "c: 1 event dead-lettered");
     }
 
     #[test]

@@ -158,14 +158,15 @@ struct AlerterTask {
 
 impl Alerter {
     /// The alerter for `config.alerts`, or a disabled one when the section is absent. The
-    /// connector is named in alerts by its application name, database and slot.
+    /// connector is named in alerts by its application name, database and slot
+    /// (`entity-cdc on app, slot entity_cdc`).
     pub fn for_config(config: &Config) -> Result<Alerter, AlertError> {
         match &config.alerts {
             None => Ok(Alerter::disabled()),
             Some(alerts) => {
                 let source = &config.source;
                 let connector = format!(
-                    "{} ({}, slot {})",
+                    "{} on {}, slot {}",
                     source.application_name, source.database, source.slot
                 );
                 Alerter::start(alerts, connector)
