@@ -41,12 +41,56 @@ impl ReceivedMail {
         })
     }
 
-    /// The body: everything after the blank line that ends the header.
+    /// The body: everything after the blank line that ends the header, as sent.
     pub fn body(&self) -> &str {
         self.data
             .split_once("\r\n\r\n")
             .map_or("", |(_, body)| body)
     }
+
+    /// The body decoded after its `Content-Transfer-Encoding` (7bit, 8bit or
+    /// quoted-printable; RFC 2045 6.7), lines ending in CRLF.
+    pub fn decoded_body(&self) -> Result<String> {
+        let encoding = self
+            .header("Content-Transfer-Encoding")
+            .unwrap_or_else(|| "7bit".to_owned());
+        match encoding.to_ascii_lowercase().as_str() {
+            "7bit" | "8bit" => Ok(self.body().to_owned()),
+            "quoted-printable" => decode_quoted_printable(self.body()),
+            other => bail!("no decoder for Content-Transfer-Encoding {other}"),
+        }
+    }
+}
+
+/// Quoted-printable: `=XX` is a byte, `=` at a line's end joins it with the next line.
+fn decode_quoted_printable(text: &str) -> Result<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut lines = text.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        let (line, soft_break) = match line.strip_suffix('=') {
+            Some(line) => (line, true),
+            None => (line.trim_end_matches([' ', '\t']), false),
+        };
+        let mut rest = line.as_bytes();
+        while let Some((&byte, tail)) = rest.split_first() {
+            if byte == b'=' {
+                let hex = tail
+                    .get(..2)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .with_context(|| format!("bad quoted-printable escape in {line:?}"))?;
+                bytes.push(hex);
+                rest = &tail[2..];
+            } else {
+                bytes.push(byte);
+                rest = tail;
+            }
+        }
+        if !soft_break && lines.peek().is_some() {
+            bytes.extend_from_slice(b"\r\n");
+        }
+    }
+    String::from_utf8(bytes).context("quoted-printable body is not UTF-8")
 }
 
 #[derive(Default)]

@@ -358,13 +358,17 @@ struct Task {
 impl Task {
     async fn run(mut self) {
         let mut ticker = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
-        // After a slow delivery, wait a full interval again rather than firing at once.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                _ = ticker.tick() => self.flush().await,
+                _ = ticker.tick() => {
+                    self.flush().await;
+                    // After a slow delivery (a server timing out), a full interval again
+                    // rather than an immediate second attempt.
+                    ticker.reset();
+                }
                 notice = self.notices.recv() => match notice {
                     Some(notice) => self.window.add(&notice),
                     None => break,
@@ -373,15 +377,16 @@ impl Task {
         }
         // Best effort: what was reported before the shutdown, and what is still owed, once
         // more within the delivery timeout (the flush delivers to all channels at once).
-        while let Ok(notice) = self.notices.try_recv() {
-            self.window.add(&notice);
-        }
         self.flush().await;
     }
 
     /// Ends the window and sends its digest (with what each channel still owes) to every
     /// channel, all at once.
     async fn flush(&mut self) {
+        // Queued notices first: they came before the ones that found the queue full.
+        while let Ok(notice) = self.notices.try_recv() {
+            self.window.add(&notice);
+        }
         let overflow = self.shared.overflow.swap(0, Ordering::Relaxed);
         self.window.add_unlisted(overflow);
         let digest = std::mem::replace(&mut self.window, Digest::new(self.max_event_ids));
