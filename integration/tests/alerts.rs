@@ -436,6 +436,25 @@ async fn close_sends_what_is_pending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_sends_what_is_pending() {
+    let receiver = WebhookReceiver::start().await.expect("webhook receiver");
+    let config = webhook_alerts(&receiver.url(), 3600, 5);
+    let (alerter, _recorder) = start(&config, "dropped on app, slot s");
+    let handle = alerter.handle();
+    drop(alerter);
+    handle.dead_lettered(notice("0/8:0", "t", "r", 0));
+    drop(handle);
+    let requests = receiver.wait_for(1, WAIT).await.expect("the last alert");
+    let text = "dropped on app, slot s: 1 event dead-lettered since the last alert\n\
+                event ids (first 1 of 1):\n  0/8:0\n\
+                topics:\n  t: 1\n\
+                reasons:\n  r: 1\n\
+                retries before dead-lettering: at most 0\n\
+                the records are on the dead-letter topic; see docs/operations.md, \"Alerts\"\n";
+    assert_eq!(requests[0].body, slack_body(text));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_alerts_the_handle_does_nothing() {
     let alerter = Alerter::disabled();
     let handle = alerter.handle();

@@ -59,8 +59,8 @@ pub enum DeliveryError {
 pub(super) enum Channel {
     /// A Slack-compatible incoming webhook.
     Webhook(Webhook),
-    /// SMTP mail.
-    Email(Email),
+    /// SMTP mail; boxed, its transport is large, and there is one of each per alerter.
+    Email(Box<Email>),
 }
 
 impl Channel {

@@ -43,7 +43,8 @@ impl Tally {
     /// The lines `  value: count`, most frequent first (ties in first-seen order).
     fn render(&self, out: &mut String, other_label: &str) {
         let mut sorted: Vec<&(String, u64)> = self.entries.iter().collect();
-        sorted.sort_by(|a, b| b.1.cmp(&a.1));
+        // Stable: ties stay in first-seen order.
+        sorted.sort_by_key(|entry| std::cmp::Reverse(entry.1));
         for (value, count) in sorted {
             out.push_str(&format!("  {value}: {count}\n"));
         }

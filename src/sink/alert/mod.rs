@@ -101,8 +101,10 @@ pub enum AlertError {
 #[derive(Debug)]
 struct Shared {
     notices: mpsc::Sender<DeadLetterNotice>,
-    /// Notices that found the queue full: counted into the next digest.
-    overflow: AtomicU64,
+    /// Notices that found the queue full: counted into the next digest. The task holds it
+    /// too, but not the sender: when every handle is gone the queue closes and the task
+    /// sends what it has and ends.
+    overflow: Arc<AtomicU64>,
 }
 
 /// The pipeline's side of the alerter: cheap to clone, and [`AlertHandle::dead_lettered`]
@@ -197,16 +199,17 @@ impl Alerter {
             None => None,
         };
         let email = match &config.email {
-            Some(email) => Some(ChannelState::new(Channel::Email(Email::new(
+            Some(email) => Some(ChannelState::new(Channel::Email(Box::new(Email::new(
                 email,
                 config.timeout(),
-            )?))),
+            )?)))),
             None => None,
         };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let overflow = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             notices: tx,
-            overflow: AtomicU64::new(0),
+            overflow: Arc::clone(&overflow),
         });
         let shutdown = CancellationToken::new();
         let task = Task {
@@ -215,7 +218,7 @@ impl Alerter {
             timeout: config.timeout(),
             max_event_ids: config.max_event_ids.get(),
             notices: rx,
-            shared: Arc::clone(&shared),
+            overflow,
             window: Digest::new(config.max_event_ids.get()),
             webhook,
             email,
@@ -234,7 +237,8 @@ impl Alerter {
         })
     }
 
-    /// A handle for the pipeline; clone it freely.
+    /// A handle for the pipeline; clone it freely. Dropping the alerter and every handle
+    /// also ends the task after a last delivery, like [`Alerter::close`] without the wait.
     pub fn handle(&self) -> AlertHandle {
         self.handle.clone()
     }
@@ -347,7 +351,8 @@ struct Task {
     timeout: Duration,
     max_event_ids: usize,
     notices: mpsc::Receiver<DeadLetterNotice>,
-    shared: Arc<Shared>,
+    /// Notices that found the queue full, shared with the handles.
+    overflow: Arc<AtomicU64>,
     /// The current interval's digest.
     window: Digest,
     webhook: Option<ChannelState>,
@@ -387,7 +392,7 @@ impl Task {
         while let Ok(notice) = self.notices.try_recv() {
             self.window.add(&notice);
         }
-        let overflow = self.shared.overflow.swap(0, Ordering::Relaxed);
+        let overflow = self.overflow.swap(0, Ordering::Relaxed);
         self.window.add_unlisted(overflow);
         let digest = std::mem::replace(&mut self.window, Digest::new(self.max_event_ids));
         let connector = &self.connector;
