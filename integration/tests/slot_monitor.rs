@@ -4,7 +4,9 @@
 //!
 //! Each test resolves the monitor's gauges under its own Prometheus recorder
 //! (`metrics::with_local_recorder` around `spawn_slot_monitor`), so its values are its own.
+//! Logs go to one process-wide buffer; each test finds its lines by its slot's name.
 
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use entity_cdc::source::replication::{ReplicationConnection, StreamOptions};
@@ -23,6 +25,49 @@ const WAIT: Duration = Duration::from_secs(20);
 
 const RETAINED: &str = "entity_cdc_slot_retained_wal_bytes";
 const ACTIVE: &str = "entity_cdc_slot_active";
+
+/// Every log line of this test binary, as the fmt subscriber writes them (no colours).
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || LogWriter(Arc::clone(&writer)))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buffer
+    })
+}
+
+/// Appends to the shared log buffer.
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log lines that mention `needle`.
+fn log_lines(needle: &str) -> Vec<String> {
+    let bytes = logs().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
 
 fn params(server: &PgServer) -> ConnectParams {
     ConnectParams {
@@ -52,12 +97,16 @@ fn retained_by_sql(server: &PgServer) -> f64 {
         .unwrap_or_else(|e| panic!("retained WAL {text:?}: {e}"))
 }
 
-/// The monitor of slot `s`, with its own recorder.
-fn monitor(server: &PgServer) -> (JoinHandle<()>, CancellationToken, PrometheusRecorder) {
+/// The monitor of `slot`, with its own recorder.
+fn monitor(
+    server: &PgServer,
+    slot: &str,
+) -> (JoinHandle<()>, CancellationToken, PrometheusRecorder) {
+    logs();
     let recorder = PrometheusBuilder::new().build_recorder();
     let cancel = CancellationToken::new();
     let task = metrics::with_local_recorder(&recorder, || {
-        spawn_slot_monitor(params(server), "s".to_owned(), POLL, cancel.clone())
+        spawn_slot_monitor(params(server), slot.to_owned(), POLL, cancel.clone())
     });
     (task, cancel, recorder)
 }
@@ -113,7 +162,7 @@ async fn retained_wal_equals_what_the_server_computes_and_active_follows_the_str
         "create table t (id int primary key, v text); create publication p for table t; \
          insert into t select g, repeat('x', 100) from generate_series(1, 2000) g",
     );
-    let (task, cancel, recorder) = monitor(&server);
+    let (task, cancel, recorder) = monitor(&server, "s");
     let metrics = recorder.handle();
 
     // Exact: the server's value is read before and after the gauge; when no WAL was written
@@ -171,10 +220,10 @@ async fn an_invalidated_slot_shows_as_lost_retaining_nothing() {
     .expect("starting PostgreSQL");
     sql(
         &server,
-        "select pg_create_logical_replication_slot('s', 'pgoutput')",
+        "select pg_create_logical_replication_slot('lost_slot', 'pgoutput')",
     );
     sql(&server, "create table noisy (v text)");
-    let (task, cancel, recorder) = monitor(&server);
+    let (task, cancel, recorder) = monitor(&server, "lost_slot");
     let metrics = recorder.handle();
     eventually("a first reading", || statuses(&metrics)[0] == Some(1.0)).await;
 
@@ -189,7 +238,7 @@ async fn an_invalidated_slot_shows_as_lost_retaining_nothing() {
         sql(
             &server,
             "select wal_status || ' ' || (restart_lsn is null)::text \
-             from pg_replication_slots where slot_name = 's'"
+             from pg_replication_slots where slot_name = 'lost_slot'"
         ),
         "lost true"
     );
@@ -198,5 +247,55 @@ async fn an_invalidated_slot_shows_as_lost_retaining_nothing() {
     })
     .await;
     assert_eq!(sample(&metrics, RETAINED), Some(0.0));
+    // An operator must act: ERROR, once, however many polls see the loss.
+    tokio::time::sleep(5 * POLL).await;
+    let lines = log_lines("slot=lost_slot");
+    let errors: Vec<&String> = lines.iter().filter(|l| l.contains(" ERROR ")).collect();
+    assert_eq!(errors.len(), 1, "{lines:#?}");
+    assert!(
+        errors[0].contains("replication slot is lost: the server removed WAL it needed"),
+        "{lines:#?}"
+    );
+    stop(task, cancel).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_poll_warns_once_and_the_monitor_carries_on() {
+    let server = PgServer::start().expect("starting PostgreSQL");
+    let (task, cancel, recorder) = monitor(&server, "late_slot");
+    let metrics = recorder.handle();
+    eventually("a warning", || !log_lines("slot=late_slot").is_empty()).await;
+    // Several more polls fail the same way: still one WARN (rate-limited).
+    tokio::time::sleep(5 * POLL).await;
+    let lines = log_lines("slot=late_slot");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains(" WARN ")
+            && lines[0]
+                .contains("cannot read the replication slot's state; retried at the next poll")
+            && lines[0].contains("replication slot late_slot does not exist"),
+        "{lines:#?}"
+    );
+    // No slot: no status.
+    assert_eq!(statuses(&metrics), [Some(0.0); 4]);
+    assert_eq!(sample(&metrics, ACTIVE), Some(0.0));
+    assert_eq!(sample(&metrics, RETAINED), Some(0.0));
+
+    // The slot appears: the next poll reads it, says so at INFO, and sets the gauges.
+    sql(
+        &server,
+        "select pg_create_logical_replication_slot('late_slot', 'pgoutput')",
+    );
+    eventually("a reading", || {
+        statuses(&metrics) == [Some(1.0), Some(0.0), Some(0.0), Some(0.0)]
+    })
+    .await;
+    let lines = log_lines("slot=late_slot");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" INFO ") && l.contains("replication slot readable again")),
+        "{lines:#?}"
+    );
     stop(task, cancel).await;
 }

@@ -107,6 +107,14 @@ impl SlotGauges {
         }
     }
 
+    fn clear(&self) {
+        self.record(&SlotReading {
+            active: false,
+            wal_status: None,
+            retained_bytes: None,
+        });
+    }
+
     fn record(&self, reading: &SlotReading) {
         // Precision: f64 is exact up to 2^53 bytes (8 PiB).
         self.retained
@@ -189,6 +197,11 @@ impl Monitor {
                 self.lost_logged = lost;
             }
             Err(error) => {
+                if matches!(error, SlotPollError::Missing { .. }) {
+                    // No slot, no status: every wal_status gauge 0 says so. Other failures
+                    // (the database unreachable) leave the last reading in place.
+                    self.gauges.clear();
+                }
                 let now = Instant::now();
                 let due = self
                     .failing_since_warned
