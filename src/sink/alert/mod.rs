@@ -65,6 +65,9 @@ pub struct DeadLetterNotice {
 /// Why the alerter could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
+    /// Started outside a tokio runtime: there is nowhere to run the alerter task.
+    #[error("the alerter must be started within a tokio runtime")]
+    NoRuntime,
     /// `alerts.webhook.url` is missing (the config check reports it first).
     #[error("alerts.webhook.url: required")]
     MissingWebhookUrl,
@@ -185,12 +188,13 @@ impl Alerter {
     }
 
     /// Builds the configured channels and spawns the alerter task; `connector` names this
-    /// connector in every alert. Must be called within a tokio runtime. The metric handles
-    /// are resolved here, with the recorder current at this call.
+    /// connector in every alert. Fails outside a tokio runtime. The metric handles are
+    /// resolved here, with the recorder current at this call.
     pub fn start(
         config: &AlertsConfig,
         connector: impl Into<String>,
     ) -> Result<Alerter, AlertError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| AlertError::NoRuntime)?;
         let webhook = match &config.webhook {
             Some(webhook) => Some(ChannelState::new(Channel::Webhook(Webhook::new(
                 webhook,
@@ -224,7 +228,7 @@ impl Alerter {
             email,
             shutdown: shutdown.clone(),
         };
-        let join = tokio::spawn(task.run());
+        let join = runtime.spawn(task.run());
         Ok(Alerter {
             handle: AlertHandle {
                 shared: Some(shared),
@@ -268,7 +272,7 @@ struct ChannelState {
     channel: Channel,
     /// What could not be delivered yet, merged with each later interval's digest.
     pending: Option<Digest>,
-    /// When the current run of failures started being logged, and when last at WARN.
+    /// While deliveries fail: when the last WARN was logged and what failed since.
     failing: Option<Failing>,
     delivered: Counter,
     failed: Counter,
@@ -311,6 +315,7 @@ impl ChannelState {
         match self.channel.deliver(&subject, &text, timeout).await {
             Ok(()) => {
                 self.delivered.increment(1);
+                // Delivered means the operator has it: the pending digest is gone.
                 if self.failing.take().is_some() {
                     info!(channel = name, %connector, count = owed.count(), "alert delivery recovered");
                 }
@@ -409,5 +414,78 @@ impl Task {
             }
         };
         tokio::join!(to_webhook, to_email);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::{NonZeroU64, NonZeroUsize};
+
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::config::WebhookConfig;
+
+    fn notice(id: &str) -> DeadLetterNotice {
+        DeadLetterNotice {
+            event_id: id.to_owned(),
+            topic: "t".to_owned(),
+            reason: "r".to_owned(),
+            retry_count: 0,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_counts_instead_of_waiting() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let overflow = Arc::new(AtomicU64::new(0));
+        let handle = AlertHandle {
+            shared: Some(Arc::new(Shared {
+                notices: tx,
+                overflow: Arc::clone(&overflow),
+            })),
+        };
+        for i in 0..5 {
+            handle.clone().dead_lettered(notice(&format!("0/1:{i}")));
+        }
+        assert_eq!(overflow.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            rx.try_recv().map(|n| n.event_id).ok().as_deref(),
+            Some("0/1:0")
+        );
+        assert_eq!(
+            rx.try_recv().map(|n| n.event_id).ok().as_deref(),
+            Some("0/1:1")
+        );
+        assert!(rx.try_recv().is_err());
+        // After the alerter is gone the call still returns, and nothing is counted.
+        drop(rx);
+        handle.dead_lettered(notice("0/2:0"));
+        assert_eq!(overflow.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_disabled_handle_holds_nothing() {
+        let handle = AlertHandle::disabled();
+        assert!(!handle.is_enabled());
+        handle.dead_lettered(notice("0/1:0"));
+        assert!(handle.shared.is_none());
+    }
+
+    #[test]
+    fn starting_outside_a_runtime_is_an_error() {
+        let config = AlertsConfig {
+            interval_seconds: NonZeroU64::MIN,
+            max_event_ids: NonZeroUsize::MIN,
+            timeout_seconds: NonZeroU64::MIN,
+            webhook: Some(WebhookConfig {
+                url: Some(SecretString::from("http://127.0.0.1:9/hook")),
+            }),
+            email: None,
+        };
+        assert!(matches!(
+            Alerter::start(&config, "c"),
+            Err(AlertError::NoRuntime)
+        ));
     }
 }
