@@ -314,14 +314,14 @@ impl ChannelState {
         let name = self.channel.name();
         match self.channel.deliver(&subject, &text, timeout).await {
             Ok(()) => {
-                self.delivered.increment(1);
-                // Delivered means the operator has it: the pending digest is gone.
+                // Delivered means the operator has it: the pending digest is gone. Logged
+                // before counted, so that whoever sees the count finds the log line.
                 if self.failing.take().is_some() {
                     info!(channel = name, %connector, count = owed.count(), "alert delivery recovered");
                 }
+                self.delivered.increment(1);
             }
             Err(error) => {
-                self.failed.increment(1);
                 let now = Instant::now();
                 match &mut self.failing {
                     Some(failing) if now.duration_since(failing.last_warned) < WARN_EVERY => {
@@ -344,6 +344,7 @@ impl ChannelState {
                     }
                 }
                 self.pending = Some(owed);
+                self.failed.increment(1);
             }
         }
     }
