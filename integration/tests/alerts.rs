@@ -357,6 +357,57 @@ async fn a_webhook_that_is_down_gets_the_alert_once_it_is_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_answering_5xx_gets_the_alert_again_with_what_came_since() {
+    let receiver = WebhookReceiver::start().await.expect("webhook receiver");
+    receiver.answer_with(503);
+    let config = webhook_alerts(&receiver.url(), 1, 5);
+    let connector = "unavailable on app, slot s";
+    let (alerter, recorder) = start(&config, connector);
+    let metrics = recorder.handle();
+    let handle = alerter.handle();
+    handle.dead_lettered(notice("0/9:0", "t", "r", 0));
+    let first = receiver.wait_for(1, WAIT).await.expect("the first attempt");
+    let text = |count: usize, ids: &str| {
+        format!(
+            "unavailable on app, slot s: {count} {} dead-lettered since the last alert\n\
+             event ids (first {count} of {count}):\n{ids}\
+             topics:\n  t: {count}\nreasons:\n  r: {count}\n\
+             retries before dead-lettering: at most 0\n\
+             the records are on the dead-letter topic; see docs/operations.md, \"Alerts\"\n",
+            if count == 1 { "event" } else { "events" }
+        )
+    };
+    assert_eq!(first[0].body, slack_body(&text(1, "  0/9:0\n")));
+    eventually("the failure counted", || {
+        sample(&metrics, FAILED) == Some(1.0)
+    })
+    .await;
+    let lines = log_lines(connector);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" WARN ") && l.contains("error=webhook answered http status 503")),
+        "{lines:#?}"
+    );
+
+    // The service is back; the alert still owed goes out with the event that came since.
+    receiver.answer_with(200);
+    handle.dead_lettered(notice("0/9:1", "t", "r", 0));
+    let requests = receiver
+        .wait_for(2, WAIT)
+        .await
+        .expect("the second attempt");
+    assert_eq!(requests[1].body, slack_body(&text(2, "  0/9:0\n  0/9:1\n")));
+    eventually("the delivery counted", || {
+        sample(&metrics, DELIVERED) == Some(1.0)
+    })
+    .await;
+    assert_eq!(sample(&metrics, FAILED), Some(1.0));
+    alerter.close().await;
+    assert_eq!(receiver.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_lettered_never_waits_for_a_hung_webhook() {
     let receiver = WebhookReceiver::start().await.expect("webhook receiver");
     receiver.hang_next(1);
