@@ -286,6 +286,46 @@ entities:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_is_required_when_configured() {
+    // The sink offers no STARTTLS: with `tls: starttls` nothing may go out in clear text.
+    let smtp = SmtpSink::start().await.expect("smtp sink");
+    let config: AlertsConfig = serde_norway::from_str(&format!(
+        "intervalSeconds: 1
+timeoutSeconds: 5
+email:
+  smtpHost: 127.0.0.1
+  smtpPort: {}
+  tls: starttls
+  from: alerts@example.com
+  to: [ops@example.com]
+",
+        smtp.addr.port()
+    ))
+    .expect("alerts section");
+    let connector = "starttls on app, slot s";
+    let (alerter, recorder) = start(&config, connector);
+    alerter.handle().dead_lettered(notice("0/A:0", "t", "r", 0));
+    let metrics = recorder.handle();
+    eventually("a failed delivery", || {
+        sample(
+            &metrics,
+            "entity_cdc_alerts_sent_total{channel=\"email\",outcome=\"failed\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    let lines = log_lines(connector);
+    assert!(
+        lines.iter().any(|l| l.contains(" WARN ")
+            && l.contains("channel=\"email\"")
+            && l.contains("smtp delivery via 127.0.0.1:")),
+        "{lines:#?}"
+    );
+    assert!(smtp.mails().is_empty(), "{:?}", smtp.mails());
+    alerter.close().await;
+    assert!(smtp.mails().is_empty(), "{:?}", smtp.mails());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_is_down_gets_the_alert_once_it_is_up() {
     let addr = closed_addr();
     // The token in the path stands for the secret part of a real webhook URL.

@@ -333,6 +333,25 @@ entities:
     }
 
     #[test]
+    fn the_commented_example_in_the_sample_loads() {
+        const SAMPLE: &str = include_str!("../../connector.yaml");
+        let example: String = SAMPLE
+            .lines()
+            .skip_while(|line| *line != "# alerts:")
+            .take_while(|line| line.starts_with('#'))
+            .map(|line| format!("{}\n", line.strip_prefix("# ").unwrap_or(line)))
+            .collect();
+        assert!(example.starts_with("alerts:\n"), "{example}");
+        let config = load(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+        let alerts = config.alerts.expect("alerts section");
+        assert!(alerts.webhook.is_some());
+        assert_eq!(
+            alerts.email.map(|e| (e.port(), e.to)),
+            Some((587, vec!["ops@example.com".to_owned()]))
+        );
+    }
+
+    #[test]
     fn defaults_and_ports_follow_the_tls_mode() {
         let config = load(
             "alerts:
