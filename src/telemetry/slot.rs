@@ -30,6 +30,10 @@ const SLOT_QUERY: &str = "select active, wal_status, \
 /// The values `wal_status` takes (PostgreSQL 13 and later), each a label value.
 const WAL_STATUSES: [&str; 4] = ["reserved", "extended", "unreserved", "lost"];
 
+/// How long the slot query may take: it reads one row of a small view, so longer means the
+/// server or the network is in trouble, which the WARN then says.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often a failure that goes on is logged again.
 const WARN_EVERY: Duration = Duration::from_secs(600);
 
@@ -131,7 +135,8 @@ impl SlotGauges {
 /// `params`, re-made after a failure) and sets the slot gauges, until `cancel` fires. Query
 /// failures are logged at WARN (again at most every ten minutes while they go on); a slot
 /// whose `wal_status` is `lost` is logged at ERROR, since an operator must act. The metric
-/// handles are resolved here, with the recorder current at this call.
+/// handles are resolved here, with the recorder current at this call. Must be called within
+/// a tokio runtime (`run` is).
 pub fn spawn_slot_monitor(
     params: ConnectParams,
     slot: String,
@@ -156,12 +161,12 @@ pub fn spawn_slot_monitor(
                 () = cancel.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            // A poll is bounded by the connect timeout and by the interval for the query,
-            // and cancellation interrupts it.
+            // A poll is bounded by the connect timeout and the query timeout, and
+            // cancellation interrupts it.
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                () = monitor.poll(interval) => {}
+                () = monitor.poll(QUERY_TIMEOUT) => {}
             }
         }
     })
