@@ -19,6 +19,10 @@
 //! digest has a fixed size, so waiting for a server costs no memory growth. Failures are
 //! logged at WARN, once when a channel starts failing and then at most every
 //! [`WARN_EVERY`], and at INFO when it recovers.
+//!
+//! Use: [`Alerter::for_config`] at startup (a disabled alerter without `alerts`), its
+//! [`Alerter::handle`] on the dead-letter path, [`Alerter::close`] once the pipeline has
+//! drained, so that the last dead letters are reported too.
 
 mod channel;
 mod digest;
@@ -39,6 +43,7 @@ pub use channel::DeliveryError;
 use self::channel::{Channel, Email, Webhook};
 use self::digest::Digest;
 use crate::config::{AlertsConfig, Config};
+use crate::error::Disposition;
 use crate::telemetry::metrics::{ALERTS_SENT, LABEL_CHANNEL, LABEL_OUTCOME};
 
 /// Notices the queue holds between two drains. The alerter drains it continuously, except
@@ -98,6 +103,14 @@ pub enum AlertError {
         #[source]
         source: lettre::address::AddressError,
     },
+}
+
+impl AlertError {
+    /// Every start failure is a setup problem (config, TLS roots, runtime) that retrying
+    /// cannot fix.
+    pub fn disposition(&self) -> Disposition {
+        Disposition::Halt
+    }
 }
 
 /// What the handle shares with the alerter task.
