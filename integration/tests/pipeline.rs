@@ -14,7 +14,7 @@ use entity_cdc::cli::database_target;
 use entity_cdc::config::Config;
 use entity_cdc::pipeline::{self, PipelineError, RunSummary};
 use entity_cdc::source::{setup, sql, Lsn};
-use entity_cdc_integration::{ConsumedRecord, KafkaBroker, PgServer};
+use entity_cdc_integration::{ConsumedRecord, KafkaBroker, PgServer, WebhookReceiver};
 use serde_json::{json, Value as Json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -1041,4 +1041,62 @@ async fn stop_mid_stream_drains_and_resumes_without_gap() {
         duplicate_count <= ROWS as usize,
         "only the transaction cut by the stop comes twice: {duplicate_count} duplicates"
     );
+}
+
+/// `run` reports every dead letter to the operator alerts: two rows without a tenant in one
+/// transaction make one webhook alert naming both eventIds, their topic and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_raise_one_aggregated_alert() {
+    let env = Env::start(STORY_DDL, STORY_ENTITIES).await;
+    let receiver = WebhookReceiver::start().await.expect("webhook receiver");
+    let yaml = env.yaml(STORY_ENTITIES, "").replace(
+        "entities:",
+        &format!(
+            "alerts:\n  intervalSeconds: 1\n  webhook: {{ url: \"{}\" }}\nentities:",
+            receiver.url()
+        ),
+    );
+    let config = Config::from_yaml_str(&yaml, "test connector.yaml")
+        .unwrap_or_else(|e| panic!("config invalid: {e}\n{yaml}"));
+    let running = env.run(config).await;
+    env.sql(
+        "begin; insert into public.products values (77, null, 'Orphan', 1.00, 1);
+         insert into public.products values (78, null, 'Orphan too', 2.00, 1); commit;",
+    );
+    let letters = env.consume("dlq.events", 2).await;
+    let tx = env.probe(1).await;
+    let requests = receiver
+        .wait_for(1, Duration::from_secs(20))
+        .await
+        .expect("the alert");
+    let summary = running.stop().await;
+
+    assert_eq!(letters.len(), 2);
+    assert_eq!(summary.dead_lettered, 2);
+    let reason = |i: u32| {
+        format!(
+            "entity Product event {}: no tenant (column tenant_id is null)",
+            tx[0].event_id(i)
+        )
+    };
+    let text = format!(
+        "entity-cdc on {db}, slot entity_cdc: 2 events dead-lettered since the last alert\n\
+         event ids (first 2 of 2):\n  {id0}\n  {id1}\n\
+         topics:\n  core.catalog.product.created: 2\n\
+         reasons:\n  {r0}: 1\n  {r1}: 1\n\
+         retries before dead-lettering: at most 0\n\
+         the records are on the dead-letter topic; see docs/operations.md, \"Alerts\"\n",
+        db = env.db,
+        id0 = tx[0].event_id(0),
+        id1 = tx[0].event_id(1),
+        r0 = reason(0),
+        r1 = reason(1),
+    );
+    assert_eq!(
+        requests[0].body,
+        json!({ "text": text }).to_string(),
+        "{}",
+        requests[0].body
+    );
+    assert_eq!(receiver.requests().len(), 1, "one alert for both");
 }

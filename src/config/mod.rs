@@ -6,6 +6,7 @@
 //! every problem at once. Every field is documented here and in docs/configuration.md; a test
 //! keeps the two in step.
 
+mod alerts;
 mod error;
 #[cfg(test)]
 mod fields;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 
 use crate::source::{ConnectParams, SslMode};
 
+pub use alerts::{AlertsConfig, EmailConfig, SmtpTls, WebhookConfig};
 pub use error::{ConfigError, Problem};
 pub use table_name::{TableName, TableNameError};
 
@@ -50,6 +52,9 @@ pub struct Config {
     /// Metrics and health endpoint; absent means none is served.
     #[serde(default)]
     pub telemetry: Option<TelemetryConfig>,
+    /// Operator alerts about dead-lettered events; absent means none are sent.
+    #[serde(default)]
+    pub alerts: Option<AlertsConfig>,
     /// The tables captured, each declared as an entity. At least one.
     pub entities: Vec<EntityConfig>,
 }

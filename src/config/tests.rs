@@ -304,7 +304,7 @@ fn unknown_key_is_rejected_with_its_path() {
     assert_eq!(
         err(&(BASE.to_owned() + "extra: 1\n")),
         "connector.yaml: extra: unknown field, expected one of source, kafka, format, \
-         schemaRegistry, streaming, telemetry, entities"
+         schemaRegistry, streaming, telemetry, alerts, entities"
     );
 }
 

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::error;
 
+use crate::sink::alert::{AlertHandle, DeadLetterNotice};
+
 /// Why an event went to the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Cause {
@@ -19,9 +21,19 @@ pub(super) enum Cause {
 #[derive(Debug, Default)]
 pub(super) struct DeadLetters {
     count: AtomicU64,
+    /// The operator alerts (`alerts` in connector.yaml); does nothing when not configured.
+    alerts: AlertHandle,
 }
 
 impl DeadLetters {
+    /// Reports to `alerts` as well as to the log and the count.
+    pub fn new(alerts: AlertHandle) -> DeadLetters {
+        DeadLetters {
+            count: AtomicU64::new(0),
+            alerts,
+        }
+    }
+
     /// Reports one event handed to the dead-letter topic: an ERROR line (an operator must
     /// look at it) with its id and topic, and the count. Called once per event, by the
     /// source loop for events that cannot be built and by the delivery task for records
@@ -45,6 +57,13 @@ impl DeadLetters {
                 topic, reason, "Event could not be built; dead-lettered"
             ),
         }
+        // Never waits: a full alert queue only counts the event.
+        self.alerts.dead_lettered(DeadLetterNotice {
+            event_id: event_id.unwrap_or("unknown").to_owned(),
+            topic: topic.to_owned(),
+            reason: reason.to_owned(),
+            retry_count,
+        });
     }
 
     /// Events reported so far.

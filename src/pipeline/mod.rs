@@ -36,11 +36,13 @@ use crate::checkpoint::{Position, Watermark, WatermarkError};
 use crate::config::Config;
 use crate::event::{topic_name, BuildError, ChangeType};
 use crate::model::{verify_entities, BindError, EntityModel};
+use crate::sink::alert::{AlertError, Alerter};
 use crate::sink::{KafkaSink, SinkError, SinkSettings};
 use crate::source::change::ChangeKind;
 use crate::source::reader::{Confirmation, ReadError};
 use crate::source::{catalog, Lsn, SourceSettings};
 use crate::telemetry::metrics::{EventMetrics, PipelineMetrics};
+use crate::telemetry::slot::spawn_slot_monitor;
 use crate::telemetry::{Health, ServeError, Telemetry};
 use dead_letter::DeadLetters;
 use delivery::DeliveryTask;
@@ -112,6 +114,9 @@ pub enum PipelineError {
     /// The telemetry endpoint could not start.
     #[error(transparent)]
     Telemetry(#[from] ServeError),
+    /// The operator alerts could not be started.
+    #[error(transparent)]
+    Alerts(#[from] AlertError),
 }
 
 impl PipelineError {
@@ -324,6 +329,8 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         };
         crate::telemetry::serve(listen, telemetry, endpoint_stop.clone()).await?;
     }
+    // Alerts start with the process: a setup problem (TLS roots, addresses) stops the start.
+    let alerter = Alerter::for_config(config)?;
     // Refuse at start, before waiting for Kafka, what would stop the pipeline at a table's
     // first change: a configured column or table the database does not have.
     let catalog = crate::source::sql::connect(&settings.params)
@@ -348,7 +355,16 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
 
     let failure = CancellationToken::new();
     let lanes = SharedLanes::new(&config.streaming, config.streaming.scheduling);
-    let dead_letters = Arc::new(DeadLetters::default());
+    let dead_letters = Arc::new(DeadLetters::new(alerter.handle()));
+    // The slot's retained WAL and status, polled on its own SQL connection: it keeps being
+    // measured while replication is down, and never blocks the pipeline.
+    let slot_monitor_stop = CancellationToken::new();
+    let slot_monitor = spawn_slot_monitor(
+        config.source.connect_params(),
+        config.source.slot.clone(),
+        crate::telemetry::slot::DEFAULT_POLL_INTERVAL,
+        slot_monitor_stop.clone(),
+    );
     let deliveries = tokio::spawn(
         DeliveryTask {
             lanes: lanes.clone(),
@@ -422,6 +438,10 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         warn!(error = %e, "could not send the final status update");
     }
     reader.close().await;
+    slot_monitor_stop.cancel();
+    let _ = slot_monitor.await;
+    // What was dead-lettered since the last alert is sent once more, within its timeout.
+    alerter.close().await;
 
     let mut summary = outcome?;
     if let Some(e) = delivery_error {

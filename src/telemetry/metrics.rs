@@ -54,6 +54,16 @@ pub const LANE_DISPATCHES: &str = "entity_cdc_lane_dispatches_total";
 pub const LANE_PROMOTIONS: &str = "entity_cdc_lane_promotions_total";
 /// Failed deliveries produced again.
 pub const DELIVERY_RETRIES: &str = "entity_cdc_delivery_retries_total";
+/// Alert deliveries attempted, by channel (`webhook`, `email`) and outcome (`delivered`,
+/// `failed`).
+pub const ALERTS_SENT: &str = "entity_cdc_alerts_sent_total";
+/// WAL the replication slot makes the server keep: its current WAL position minus the
+/// slot's restart LSN, from `pg_replication_slots`; 0 when the slot no longer reserves any.
+pub const SLOT_RETAINED_WAL_BYTES: &str = "entity_cdc_slot_retained_wal_bytes";
+/// 1 while a connection streams from the slot, else 0.
+pub const SLOT_ACTIVE: &str = "entity_cdc_slot_active";
+/// 1 for the slot's current `wal_status`, 0 for the others, by status.
+pub const SLOT_WAL_STATUS: &str = "entity_cdc_slot_wal_status";
 
 /// Every metric name, for the documentation test.
 pub const ALL: &[&str] = &[
@@ -74,6 +84,10 @@ pub const ALL: &[&str] = &[
     LANE_DISPATCHES,
     LANE_PROMOTIONS,
     DELIVERY_RETRIES,
+    ALERTS_SENT,
+    SLOT_RETAINED_WAL_BYTES,
+    SLOT_ACTIVE,
+    SLOT_WAL_STATUS,
 ];
 
 /// Label key of the entity name.
@@ -82,6 +96,12 @@ pub const LABEL_ENTITY: &str = "entity";
 pub const LABEL_CHANGE_TYPE: &str = "change_type";
 /// Label key of the lane.
 pub const LABEL_PRIORITY: &str = "priority";
+/// Label key of an alert channel: `webhook` or `email`.
+pub const LABEL_CHANNEL: &str = "channel";
+/// Label key of an outcome: `delivered` or `failed`.
+pub const LABEL_OUTCOME: &str = "outcome";
+/// Label key of a slot's `wal_status`: `reserved`, `extended`, `unreserved`, `lost`.
+pub const LABEL_STATUS: &str = "status";
 
 /// Buckets of the commit-to-ack histogram, in seconds: from a few milliseconds (a healthy
 /// local broker) to ten minutes (a connector catching up after an outage).
@@ -135,6 +155,10 @@ fn describe() {
         describe_counter!(LANE_DISPATCHES, Unit::Count, "Records handed from a lane to the producer.");
         describe_counter!(LANE_PROMOTIONS, Unit::Count, "Events dispatched ahead of their lane's turn to keep their key's order.");
         describe_counter!(DELIVERY_RETRIES, Unit::Count, "Failed deliveries produced again.");
+        describe_counter!(ALERTS_SENT, Unit::Count, "Alert deliveries attempted, by channel and outcome.");
+        describe_gauge!(SLOT_RETAINED_WAL_BYTES, Unit::Bytes, "WAL the replication slot makes the server keep (current WAL position minus restart LSN).");
+        describe_gauge!(SLOT_ACTIVE, Unit::Count, "1 while a connection streams from the replication slot, else 0.");
+        describe_gauge!(SLOT_WAL_STATUS, Unit::Count, "1 for the replication slot's current wal_status, 0 for the others.");
     });
 }
 
