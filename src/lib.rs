@@ -30,6 +30,7 @@ pub mod config;
 pub mod consume;
 pub mod error;
 pub mod event;
+pub mod lanes;
 pub mod model;
 pub mod pipeline;
 pub mod sink;

@@ -109,6 +109,16 @@ impl KafkaBroker {
         Ok(broker)
     }
 
+    /// A handle on a broker this process does not own (librdkafka's in-process mock
+    /// cluster), for its consumer helpers; nothing is killed on drop.
+    pub fn attach(bootstrap: impl Into<String>) -> KafkaBroker {
+        KafkaBroker {
+            bootstrap: bootstrap.into(),
+            child: None,
+            _log_dir: None,
+        }
+    }
+
     /// The bootstrap address, `127.0.0.1:PORT`.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap

@@ -14,7 +14,7 @@ use entity_cdc::cli::database_target;
 use entity_cdc::config::Config;
 use entity_cdc::pipeline::{self, PipelineError, RunSummary};
 use entity_cdc::source::{setup, sql, Lsn};
-use entity_cdc_integration::{ConsumedRecord, KafkaBroker, PgServer};
+use entity_cdc_integration::{ConsumedRecord, KafkaBroker, PgServer, WebhookReceiver};
 use serde_json::{json, Value as Json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -678,12 +678,14 @@ async fn graceful_stop_confirms_exactly_the_last_transaction() {
     );
 }
 
-/// While Kafka cannot take the records nothing is confirmed, and a delivery that times out
-/// stops the pipeline with an error naming its topic and position, confirming nothing past it.
+/// While Kafka cannot take the records nothing is confirmed. A delivery that times out is
+/// retried (`streaming.retries`, 3 by default, after 1, 2 and 4 s), then dead-lettered; with
+/// the broker gone the dead letter times out too, which stops the pipeline with an error
+/// naming the record's position and the dead-letter topic, confirming nothing past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_confirmed_before_kafka_acknowledges() {
     let env = Env::start(STORY_DDL, STORY_ENTITIES).await;
-    let config = env.config(STORY_ENTITIES, "    message.timeout.ms: \"8000\"\n");
+    let config = env.config(STORY_ENTITIES, "    message.timeout.ms: \"3000\"\n");
     let running = env.run(config).await;
     env.sql("insert into public.orders (id, tenant_id, status) values (1, 1, 'NEW')");
     env.consume("core.orders.order.created", 1).await;
@@ -724,17 +726,15 @@ async fn nothing_is_confirmed_before_kafka_acknowledges() {
         .expect("pipeline did not stop after the delivery timeout")
         .expect("pipeline task panicked");
     match outcome {
-        Err(PipelineError::Delivery {
+        Err(PipelineError::DeadLetterWrite {
             position, topic, ..
         }) => {
             // Whichever partition times out first reports first.
-            let expected = [
-                ("core.orders.order.created".to_owned(), tx[1].event_id(0)),
-                ("core.orders.order.updated".to_owned(), tx[2].event_id(0)),
-            ];
+            let expected = [tx[1].event_id(0), tx[2].event_id(0)];
+            assert_eq!(topic, "dlq.events");
             assert!(
-                expected.contains(&(topic.clone(), position.clone())),
-                "undelivered record {topic} {position}, expected one of {expected:?}"
+                expected.contains(&position),
+                "undelivered record {position}, expected one of {expected:?}"
             );
         }
         other => panic!("expected a delivery error, got {other:?}"),
@@ -1041,4 +1041,62 @@ async fn stop_mid_stream_drains_and_resumes_without_gap() {
         duplicate_count <= ROWS as usize,
         "only the transaction cut by the stop comes twice: {duplicate_count} duplicates"
     );
+}
+
+/// `run` reports every dead letter to the operator alerts: two rows without a tenant in one
+/// transaction make one webhook alert naming both eventIds, their topic and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_raise_one_aggregated_alert() {
+    let env = Env::start(STORY_DDL, STORY_ENTITIES).await;
+    let receiver = WebhookReceiver::start().await.expect("webhook receiver");
+    let yaml = env.yaml(STORY_ENTITIES, "").replace(
+        "entities:",
+        &format!(
+            "alerts:\n  intervalSeconds: 1\n  webhook: {{ url: \"{}\" }}\nentities:",
+            receiver.url()
+        ),
+    );
+    let config = Config::from_yaml_str(&yaml, "test connector.yaml")
+        .unwrap_or_else(|e| panic!("config invalid: {e}\n{yaml}"));
+    let running = env.run(config).await;
+    env.sql(
+        "begin; insert into public.products values (77, null, 'Orphan', 1.00, 1);
+         insert into public.products values (78, null, 'Orphan too', 2.00, 1); commit;",
+    );
+    let letters = env.consume("dlq.events", 2).await;
+    let tx = env.probe(1).await;
+    let requests = receiver
+        .wait_for(1, Duration::from_secs(20))
+        .await
+        .expect("the alert");
+    let summary = running.stop().await;
+
+    assert_eq!(letters.len(), 2);
+    assert_eq!(summary.dead_lettered, 2);
+    let reason = |i: u32| {
+        format!(
+            "entity Product event {}: no tenant (column tenant_id is null)",
+            tx[0].event_id(i)
+        )
+    };
+    let text = format!(
+        "entity-cdc on {db}, slot entity_cdc: 2 events dead-lettered since the last alert\n\
+         event ids (first 2 of 2):\n  {id0}\n  {id1}\n\
+         topics:\n  core.catalog.product.created: 2\n\
+         reasons:\n  {r0}: 1\n  {r1}: 1\n\
+         retries before dead-lettering: at most 0\n\
+         the records are on the dead-letter topic; see docs/operations.md, \"Alerts\"\n",
+        db = env.db,
+        id0 = tx[0].event_id(0),
+        id1 = tx[0].event_id(1),
+        r0 = reason(0),
+        r1 = reason(1),
+    );
+    assert_eq!(
+        requests[0].body,
+        json!({ "text": text }).to_string(),
+        "{}",
+        requests[0].body
+    );
+    assert_eq!(receiver.requests().len(), 1, "one alert for both");
 }

@@ -175,6 +175,11 @@ async fn metrics_health_and_readiness_are_served() {
         ("entity_cdc_changes_read_total", "6"),
         ("entity_cdc_changes_skipped_total", "1"),
         ("entity_cdc_records_in_flight", "0"),
+        // The slot monitor polls every 10 s; the stream is active from the second poll on.
+        ("entity_cdc_slot_active", "1"),
+        ("entity_cdc_slot_wal_status{status=\"reserved\"}", "1"),
+        ("entity_cdc_lane_depth_events{priority=\"HIGH\"}", "0"),
+        ("entity_cdc_lane_dispatches_total{priority=\"HIGH\"}", "3"),
         (
             "entity_cdc_commit_to_ack_seconds_count{priority=\"HIGH\"}",
             "3",

@@ -6,6 +6,7 @@
 //! every problem at once. Every field is documented here and in docs/configuration.md; a test
 //! keeps the two in step.
 
+mod alerts;
 mod error;
 #[cfg(test)]
 mod fields;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 
 use crate::source::{ConnectParams, SslMode};
 
+pub use alerts::{AlertsConfig, EmailConfig, SmtpTls, WebhookConfig};
 pub use error::{ConfigError, Problem};
 pub use table_name::{TableName, TableNameError};
 
@@ -50,6 +52,9 @@ pub struct Config {
     /// Metrics and health endpoint; absent means none is served.
     #[serde(default)]
     pub telemetry: Option<TelemetryConfig>,
+    /// Operator alerts about dead-lettered events; absent means none are sent.
+    #[serde(default)]
+    pub alerts: Option<AlertsConfig>,
     /// The tables captured, each declared as an entity. At least one.
     pub entities: Vec<EntityConfig>,
 }
@@ -342,6 +347,71 @@ pub struct StreamingConfig {
     /// Per-lane bounds; lanes not listed get [`LaneConfig::default`].
     #[serde(default)]
     pub lanes: Lanes,
+    /// `weighted` (the lanes) or `fifo` (one lane in commit order, for comparison).
+    #[serde(default)]
+    pub scheduling: Scheduling,
+    /// What may be handed to the producer and not yet acknowledged.
+    #[serde(default)]
+    pub producer_in_flight: ProducerInFlight,
+}
+
+/// `streaming.scheduling`: how events are ordered for dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduling {
+    /// Four lanes, the stride scheduler over the weights, rate limits, per-key promotion.
+    #[default]
+    Weighted,
+    /// One lane (the NORMAL lane's bounds, no rate limit) in commit order: the baseline the
+    /// benchmarks compare the lanes against, not for production.
+    Fifo,
+}
+
+/// `streaming.producerInFlight`: the bound on records handed to librdkafka and not yet
+/// acknowledged. Small, so that the backlog waits in the lanes, where priority decides,
+/// not in librdkafka's first-come-first-served queue: a CRITICAL event waits at most for
+/// this much to be acknowledged ahead of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProducerInFlight {
+    /// Records, > 0.
+    #[serde(
+        default = "ProducerInFlight::default_records",
+        deserialize_with = "scalar::int"
+    )]
+    pub records: NonZeroUsize,
+    /// Bytes (key, headers, value and topic name), > 0.
+    #[serde(
+        default = "ProducerInFlight::default_bytes",
+        deserialize_with = "scalar::int"
+    )]
+    pub bytes: NonZeroUsize,
+}
+
+impl ProducerInFlight {
+    // Literals, checked at compile time.
+    const DEFAULT_RECORDS: NonZeroUsize = NonZeroUsize::new(1000).unwrap();
+    const DEFAULT_BYTES: NonZeroUsize = NonZeroUsize::new(4 * 1024 * 1024).unwrap();
+
+    /// 1000 records: a few librdkafka batches, acknowledged in milliseconds by a healthy
+    /// broker, so a CRITICAL event queued behind them waits far less than a second.
+    const fn default_records() -> NonZeroUsize {
+        Self::DEFAULT_RECORDS
+    }
+
+    /// 4 MiB: large events are bounded by bytes before they are by count.
+    const fn default_bytes() -> NonZeroUsize {
+        Self::DEFAULT_BYTES
+    }
+}
+
+impl Default for ProducerInFlight {
+    fn default() -> Self {
+        Self {
+            records: Self::default_records(),
+            bytes: Self::default_bytes(),
+        }
+    }
 }
 
 impl StreamingConfig {
@@ -376,6 +446,8 @@ impl Default for StreamingConfig {
             retries: Self::default_retries(),
             retry_backoff_ms: Self::default_retry_backoff_ms(),
             lanes: Lanes::default(),
+            scheduling: Scheduling::default(),
+            producer_in_flight: ProducerInFlight::default(),
         }
     }
 }

@@ -142,6 +142,11 @@ pub(super) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     int::<D, Port>(d).map(|p| p.0)
 }
 
+/// An optional TCP port; null means absent.
+pub(super) fn opt_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    opt_int::<D, Port>(d).map(|p| p.map(|p| p.0))
+}
+
 /// Helper for `Option<T>` fields: lets serde handle null, then `int` the rest.
 struct Lenient<T>(T);
 

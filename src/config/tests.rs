@@ -304,7 +304,7 @@ fn unknown_key_is_rejected_with_its_path() {
     assert_eq!(
         err(&(BASE.to_owned() + "extra: 1\n")),
         "connector.yaml: extra: unknown field, expected one of source, kafka, format, \
-         schemaRegistry, streaming, telemetry, entities"
+         schemaRegistry, streaming, telemetry, alerts, entities"
     );
 }
 
@@ -500,4 +500,35 @@ fn load_reads_the_file_and_reports_a_missing_one() {
     // The sample only uses variables with defaults, so it loads in any environment.
     let config = Config::load(&sample).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.entities.len(), 2);
+}
+
+#[test]
+fn scheduling_and_producer_in_flight_are_read_and_checked() {
+    let config = ok(&(BASE.to_owned()
+        + "streaming:\n  scheduling: fifo\n  producerInFlight: { records: 5, bytes: 1000 }\n"));
+    assert_eq!(config.streaming.scheduling, super::Scheduling::Fifo);
+    assert_eq!(
+        (
+            config.streaming.producer_in_flight.records.get(),
+            config.streaming.producer_in_flight.bytes.get()
+        ),
+        (5, 1000)
+    );
+    let defaults = ok(BASE);
+    assert_eq!(defaults.streaming.scheduling, super::Scheduling::Weighted);
+    assert_eq!(
+        (
+            defaults.streaming.producer_in_flight.records.get(),
+            defaults.streaming.producer_in_flight.bytes.get()
+        ),
+        (1000, 4 * 1024 * 1024)
+    );
+    assert_eq!(
+        err(&(BASE.to_owned() + "streaming:\n  producerInFlight: { records: 0 }\n")),
+        "connector.yaml: streaming.producerInFlight.records: expected a positive integer, got 0"
+    );
+    assert_eq!(
+        err(&(BASE.to_owned() + "streaming:\n  scheduling: priority\n")),
+        "connector.yaml: streaming.scheduling: expected one of weighted, fifo, got \"priority\""
+    );
 }

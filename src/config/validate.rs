@@ -103,6 +103,10 @@ impl Config {
             format!("expected a topic name of 1 to {MAX_TOPIC_LEN} characters a-z, A-Z, 0-9, ., _ or -, got {dlq:?}"),
         );
 
+        if let Some(alerts) = &self.alerts {
+            alerts.validate(&mut check);
+        }
+
         check(
             !self.entities.is_empty(),
             "entities",

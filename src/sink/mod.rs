@@ -17,6 +17,7 @@
 //! carries a [`SinkError`] whose [`SinkError::disposition`] says whether producing it again
 //! can help.
 
+pub mod alert;
 mod error;
 mod producer;
 mod record;

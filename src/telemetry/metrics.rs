@@ -49,6 +49,28 @@ pub const SCHEMA_REGISTRATIONS: &str = "entity_cdc_schema_registrations_total";
 /// (counted once per column and schema, not per event).
 pub const TEXT_FALLBACK_COLUMNS: &str = "entity_cdc_text_fallback_columns_total";
 
+/// Events waiting in a lane, by lane.
+pub const LANE_DEPTH: &str = "entity_cdc_lane_depth_events";
+/// Encoded bytes waiting in a lane, by lane.
+pub const LANE_BYTES: &str = "entity_cdc_lane_bytes";
+/// Records handed from a lane to the producer, by lane (`RETRY` for retries and their
+/// dead letters).
+pub const LANE_DISPATCHES: &str = "entity_cdc_lane_dispatches_total";
+/// Events dispatched ahead of their lane's turn to keep their key's order, by lane.
+pub const LANE_PROMOTIONS: &str = "entity_cdc_lane_promotions_total";
+/// Failed deliveries produced again.
+pub const DELIVERY_RETRIES: &str = "entity_cdc_delivery_retries_total";
+/// Alert deliveries attempted, by channel (`webhook`, `email`) and outcome (`delivered`,
+/// `failed`).
+pub const ALERTS_SENT: &str = "entity_cdc_alerts_sent_total";
+/// WAL the replication slot makes the server keep: its current WAL position minus the
+/// slot's restart LSN, from `pg_replication_slots`; 0 when the slot no longer reserves any.
+pub const SLOT_RETAINED_WAL_BYTES: &str = "entity_cdc_slot_retained_wal_bytes";
+/// 1 while a connection streams from the slot, else 0.
+pub const SLOT_ACTIVE: &str = "entity_cdc_slot_active";
+/// 1 for the slot's current `wal_status`, 0 for the others, by status.
+pub const SLOT_WAL_STATUS: &str = "entity_cdc_slot_wal_status";
+
 /// Every metric name, for the documentation test.
 pub const ALL: &[&str] = &[
     CHANGES_READ,
@@ -65,16 +87,29 @@ pub const ALL: &[&str] = &[
     UNKNOWN_PRIORITIES,
     SCHEMA_REGISTRATIONS,
     TEXT_FALLBACK_COLUMNS,
+    LANE_DEPTH,
+    LANE_BYTES,
+    LANE_DISPATCHES,
+    LANE_PROMOTIONS,
+    DELIVERY_RETRIES,
+    ALERTS_SENT,
+    SLOT_RETAINED_WAL_BYTES,
+    SLOT_ACTIVE,
+    SLOT_WAL_STATUS,
 ];
 
 /// Label key of the entity name.
 pub const LABEL_ENTITY: &str = "entity";
 /// Label key of the change type.
 pub const LABEL_CHANGE_TYPE: &str = "change_type";
-/// Label key of an outcome.
-pub const LABEL_OUTCOME: &str = "outcome";
 /// Label key of the lane.
 pub const LABEL_PRIORITY: &str = "priority";
+/// Label key of an alert channel: `webhook` or `email`.
+pub const LABEL_CHANNEL: &str = "channel";
+/// Label key of an outcome: `delivered` or `failed`.
+pub const LABEL_OUTCOME: &str = "outcome";
+/// Label key of a slot's `wal_status`: `reserved`, `extended`, `unreserved`, `lost`.
+pub const LABEL_STATUS: &str = "status";
 
 /// Buckets of the commit-to-ack histogram, in seconds: from a few milliseconds (a healthy
 /// local broker) to ten minutes (a connector catching up after an outage).
@@ -125,6 +160,15 @@ fn describe() {
         describe_counter!(UNKNOWN_PRIORITIES, Unit::Count, "Events whose priority column held no priority name.");
         describe_counter!(SCHEMA_REGISTRATIONS, Unit::Count, "Schema registrations asked of the Schema Registry, by outcome.");
         describe_counter!(TEXT_FALLBACK_COLUMNS, Unit::Count, "Columns encoded as text for lack of an Avro mapping.");
+        describe_gauge!(LANE_DEPTH, Unit::Count, "Events waiting in a lane.");
+        describe_gauge!(LANE_BYTES, Unit::Bytes, "Encoded bytes waiting in a lane.");
+        describe_counter!(LANE_DISPATCHES, Unit::Count, "Records handed from a lane to the producer.");
+        describe_counter!(LANE_PROMOTIONS, Unit::Count, "Events dispatched ahead of their lane's turn to keep their key's order.");
+        describe_counter!(DELIVERY_RETRIES, Unit::Count, "Failed deliveries produced again.");
+        describe_counter!(ALERTS_SENT, Unit::Count, "Alert deliveries attempted, by channel and outcome.");
+        describe_gauge!(SLOT_RETAINED_WAL_BYTES, Unit::Bytes, "WAL the replication slot makes the server keep (current WAL position minus restart LSN).");
+        describe_gauge!(SLOT_ACTIVE, Unit::Count, "1 while a connection streams from the replication slot, else 0.");
+        describe_gauge!(SLOT_WAL_STATUS, Unit::Count, "1 for the replication slot's current wal_status, 0 for the others.");
     });
 }
 
@@ -243,6 +287,45 @@ impl PipelineMetrics {
         let counter = counter!(UNKNOWN_PRIORITIES, LABEL_ENTITY => entity.to_owned());
         counter.increment(1);
         self.unknown_priorities.insert(entity.to_owned(), counter);
+    }
+}
+
+/// The lanes' handles, per lane in [`Priority::ALL`] order, resolved once.
+#[derive(Debug, Clone)]
+pub struct LaneMetrics {
+    /// [`LANE_DEPTH`].
+    pub depth: [Gauge; 4],
+    /// [`LANE_BYTES`].
+    pub bytes: [Gauge; 4],
+    /// [`LANE_DISPATCHES`].
+    pub dispatches: [Counter; 4],
+    /// [`LANE_DISPATCHES`] of retries and their dead letters.
+    pub retry_dispatches: Counter,
+    /// [`LANE_PROMOTIONS`].
+    pub promotions: [Counter; 4],
+    /// [`DELIVERY_RETRIES`].
+    pub retries: Counter,
+}
+
+impl Default for LaneMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LaneMetrics {
+    /// Resolves the handles. Without an installed recorder they record nothing.
+    pub fn new() -> LaneMetrics {
+        LaneMetrics {
+            depth: Priority::ALL.map(|p| gauge!(LANE_DEPTH, LABEL_PRIORITY => p.as_str())),
+            bytes: Priority::ALL.map(|p| gauge!(LANE_BYTES, LABEL_PRIORITY => p.as_str())),
+            dispatches: Priority::ALL
+                .map(|p| counter!(LANE_DISPATCHES, LABEL_PRIORITY => p.as_str())),
+            retry_dispatches: counter!(LANE_DISPATCHES, LABEL_PRIORITY => "RETRY"),
+            promotions: Priority::ALL
+                .map(|p| counter!(LANE_PROMOTIONS, LABEL_PRIORITY => p.as_str())),
+            retries: counter!(DELIVERY_RETRIES),
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod health;
 mod logging;
 pub mod metrics;
 mod server;
+pub mod slot;
 
 pub(crate) use health::now_pg_micros;
 pub use health::{Health, Readiness};
