@@ -1,0 +1,254 @@
+//! Latency at a steady rate: commit time to the event's receipt by a consumer.
+//!
+//! pgbench commits single-row inserts at 5,000 per second (`--rate`, 8 clients) while
+//! `entity-cdc run` streams them. A consumer reads the topic as records arrive and takes,
+//! for each, its receipt time minus the `timestamp` of the event, which is the
+//! transaction's commit time as PostgreSQL recorded it. Receipt by a consumer comes after
+//! the delivery report the connector gets, so this is an upper bound of commit -> delivery
+//! report: it adds the broker's fetch path (the consumer waits at most 5 ms per fetch,
+//! `fetch.wait.max.ms`). Same machine, same clock: no clock skew.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::lab::Lab;
+use crate::pass::{metric_sum, Connector, PassEnv};
+use crate::supervision::{cancelled, check_cancelled};
+use crate::workload::{self, LATENCY_RATE};
+
+/// Latencies of one run, milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// Events measured.
+    pub events: u64,
+}
+
+/// One latency run on a fresh slot and topic.
+pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
+    let lab = env.lab;
+    lab.sql(workload::RESET).await?;
+    let slot = format!("bench_latency_{run}");
+    lab.create_slot(&slot).await?;
+    let prefix = format!("bench.latency{run}");
+    let topic = format!("{prefix}.order.created");
+    let connector = Connector::start(env, &slot, &prefix)?;
+    // Ready once the endpoint answers and the slot streams: topics exist by then.
+    lab.wait_until(
+        "entity-cdc run streaming",
+        Duration::from_secs(60),
+        || async {
+            Ok(connector.metrics().await.is_some() && lab.walsender_pid(&slot).await?.is_some())
+        },
+    )
+    .await?;
+
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let stop = Arc::new(AtomicBool::new(false));
+    let bootstrap = lab.bootstrap().to_owned();
+    let consumer = {
+        let (target, stop, topic) = (target.clone(), stop.clone(), topic.clone());
+        std::thread::spawn(move || consume(&bootstrap, &topic, &target, &stop))
+    };
+    let written = write_at_rate(lab, seconds).await;
+    let result = match written {
+        Ok(n) => {
+            target.store(n, Ordering::SeqCst);
+            let joined = tokio::task::spawn_blocking(move || consumer.join())
+                .await
+                .context("joining the consumer")?;
+            match joined {
+                Ok(latencies) => latencies,
+                Err(_) => bail!("the latency consumer panicked"),
+            }
+        }
+        Err(e) => {
+            stop.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    };
+    let mut latencies = result?;
+    if let Some(metrics) = connector.metrics().await {
+        let dead = metric_sum(&metrics, "entity_cdc_events_dead_lettered_total");
+        if dead > 0.0 {
+            bail!("entity-cdc run dead-lettered {dead} event(s) in the latency run");
+        }
+    }
+    connector.stop().await?;
+    lab.drop_slot(&slot).await?;
+    Ok(summarize(&mut latencies))
+}
+
+/// pgbench at [`LATENCY_RATE`] for `seconds`; returns how many rows it committed.
+async fn write_at_rate(lab: &Lab, seconds: u64) -> Result<u64> {
+    workload::pgbench(
+        lab,
+        &["-R", &LATENCY_RATE.to_string(), "-T", &seconds.to_string()],
+    )
+    .await?;
+    let count = lab.text("select count(*)::text from public.orders").await?;
+    count
+        .parse()
+        .with_context(|| format!("row count {count:?}"))
+}
+
+/// Reads `topic` from the beginning until `target` records arrived (the target is set
+/// once the writer finished), returning each record's latency in milliseconds.
+fn consume(
+    bootstrap: &str,
+    topic: &str,
+    target: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-latency-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .set("fetch.min.bytes", "1")
+        .create()
+        .context("creating the latency consumer")?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .context("assigning the topic")?;
+    consumer
+        .assign(&assignment)
+        .context("assigning the topic")?;
+    let mut latencies = Vec::new();
+    let mut idle_since = std::time::Instant::now();
+    loop {
+        let wanted = target.load(Ordering::SeqCst);
+        if latencies.len() as u64 >= wanted {
+            return Ok(latencies);
+        }
+        if cancelled() || stop.load(Ordering::SeqCst) {
+            check_cancelled()?;
+            bail!("the latency consumer was stopped");
+        }
+        if wanted != u64::MAX && idle_since.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "consumed {} of {wanted} records of {topic}: nothing came for 60 s",
+                latencies.len()
+            );
+        }
+        let message = match consumer.poll(Duration::from_millis(50)) {
+            None => continue,
+            Some(Err(e)) => bail!("consuming {topic}: {e}"),
+            Some(Ok(message)) => message,
+        };
+        let received = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("clock before 1970")?
+            .as_micros() as i64;
+        idle_since = std::time::Instant::now();
+        let payload = message.payload().unwrap_or_default();
+        let event: serde_json::Value = serde_json::from_slice(payload).with_context(|| {
+            format!(
+                "record at offset {} of {topic} is not JSON",
+                message.offset()
+            )
+        })?;
+        let Some(committed) = event["timestamp"].as_str().and_then(rfc3339_micros) else {
+            bail!(
+                "record at offset {} of {topic} has no RFC 3339 timestamp: {event}",
+                message.offset()
+            );
+        };
+        latencies.push((received - committed) as f64 / 1000.0);
+    }
+}
+
+/// Microseconds since 1970 of `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, the events' timestamp form.
+pub fn rfc3339_micros(text: &str) -> Option<i64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut ymd = date.splitn(3, '-');
+    let year: i64 = ymd.next()?.parse().ok()?;
+    let month: i64 = ymd.next()?.parse().ok()?;
+    let day: i64 = ymd.next()?.parse().ok()?;
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut parts = hms.splitn(3, ':');
+    let hour: i64 = parts.next()?.parse().ok()?;
+    let minute: i64 = parts.next()?.parse().ok()?;
+    let second: i64 = parts.next()?.parse().ok()?;
+    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<6}").parse().ok()?
+    };
+    // Days from civil (Howard Hinnant's algorithm), proleptic Gregorian calendar.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000_000 + second * 1_000_000 + micros)
+}
+
+/// p50, p99 and max of the latencies (nearest rank).
+pub fn summarize(latencies: &mut [f64]) -> Latency {
+    latencies.sort_by(f64::total_cmp);
+    let rank = |q: f64| {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index]
+    };
+    Latency {
+        p50: rank(0.50),
+        p99: rank(0.99),
+        max: latencies.last().copied().unwrap_or(f64::NAN),
+        events: latencies.len() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_timestamps_parse_to_epoch_microseconds() {
+        assert_eq!(
+            rfc3339_micros("2026-12-03T17:28:38.322661Z"),
+            Some(1_796_318_918_322_661)
+        );
+        assert_eq!(
+            rfc3339_micros("2000-01-01T00:00:00Z"),
+            Some(946_684_800_000_000)
+        );
+        assert_eq!(
+            rfc3339_micros("2000-01-01T00:00:00.5Z"),
+            Some(946_684_800_500_000)
+        );
+        assert_eq!(rfc3339_micros("2000-01-01T00:00:00"), None);
+        assert_eq!(rfc3339_micros("2000-01-01T00:00:00.1234567Z"), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut values: Vec<f64> = (1..=200).rev().map(f64::from).collect();
+        let latency = summarize(&mut values);
+        assert_eq!(latency.p50, 100.0);
+        assert_eq!(latency.p99, 198.0);
+        assert_eq!(latency.max, 200.0);
+        assert_eq!(latency.events, 200);
+    }
+}
