@@ -218,6 +218,22 @@ async fn measure(
         eprintln!("bench: ({}) writing the workload", workload.name);
         let changes = workload::generate(lab, workload.shape, sizes).await?;
         let end_lsn = lab.current_lsn().await?;
+        // With synchronous_commit=off the last commits reach the disk (and the walsenders,
+        // which send only flushed WAL) within the WAL writer's delay: wait for that here,
+        // not inside the first pass's time.
+        lab.wait_until(
+            "the workload's WAL flushed",
+            std::time::Duration::from_secs(60),
+            || async {
+                Ok(lab
+                    .text(&format!(
+                        "select (pg_current_wal_flush_lsn() >= '{end_lsn}'::pg_lsn)::text"
+                    ))
+                    .await?
+                    == "true")
+            },
+        )
+        .await?;
         eprintln!(
             "bench: ({}) {changes} changes written, WAL up to {end_lsn}",
             workload.name
