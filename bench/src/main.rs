@@ -111,7 +111,9 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match try_main(args).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) if e.is::<Interrupted>() => {
+            // A child killed by the signal handler fails its wait before the flag is
+            // looked at: after a signal, any failure is the interruption.
+            Err(e) if e.is::<Interrupted>() || supervision::cancelled() => {
                 eprintln!("bench: interrupted");
                 ExitCode::from(130)
             }
