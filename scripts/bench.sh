@@ -12,5 +12,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/install-broker.sh
 
-cargo build --release --locked --bin entity-cdc --bin entity-cdc-bench
+cargo build --release --locked -p entity-cdc --bin entity-cdc -p entity-cdc-bench --bin entity-cdc-bench
 exec target/release/entity-cdc-bench --entity-cdc target/release/entity-cdc "$@"

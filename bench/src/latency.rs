@@ -1,6 +1,7 @@
 //! Latency at a steady rate: commit time to the event's receipt by a consumer.
 //!
-//! pgbench commits single-row inserts at 5,000 per second (`--rate`, 8 clients) while
+//! pgbench commits single-row inserts at 5,000 per second (`--rate`, 8 clients,
+//! `synchronous_commit=on` for its sessions so that commits reach the walsenders at once) while
 //! `entity-cdc run` streams them. A consumer reads the topic as records arrive and takes,
 //! for each, its receipt time minus the `timestamp` of the event, which is the
 //! transaction's commit time as PostgreSQL recorded it. Receipt by a consumer comes after
@@ -18,7 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::lab::Lab;
-use crate::pass::{metric_sum, Connector, PassEnv};
+use crate::pass::{histogram_quantile, metric_sum, Connector, PassEnv};
 use crate::supervision::{cancelled, check_cancelled};
 use crate::workload::{self, LATENCY_RATE};
 
@@ -33,6 +34,11 @@ pub struct Latency {
     pub max: f64,
     /// Events measured.
     pub events: u64,
+    /// The connector's own commit -> Kafka acknowledgement histogram
+    /// (`entity_cdc_commit_to_ack_seconds`): the bucket bounds holding p50 and p99, ms.
+    pub connector_p50_bound: f64,
+    /// See `connector_p50_bound`.
+    pub connector_p99_bound: f64,
 }
 
 /// One latency run on a fresh slot and topic.
@@ -79,15 +85,27 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
         }
     };
     let mut latencies = result?;
+    if std::env::var_os("BENCH_DEBUG_LATENCY").is_some() {
+        let step = (latencies.len() / 20).max(1);
+        let series: Vec<String> = latencies.iter().step_by(step).map(|l| format!("{l:.0}")).collect();
+        eprintln!("bench: latency in arrival order: {}", series.join(" "));
+    }
+    let mut latency = summarize(&mut latencies);
     if let Some(metrics) = connector.metrics().await {
         let dead = metric_sum(&metrics, "entity_cdc_events_dead_lettered_total");
         if dead > 0.0 {
             bail!("entity-cdc run dead-lettered {dead} event(s) in the latency run");
         }
+        let bound = |q| {
+            histogram_quantile(&metrics, "entity_cdc_commit_to_ack_seconds", q)
+                .map_or(f64::NAN, |s| s * 1000.0)
+        };
+        latency.connector_p50_bound = bound(0.5);
+        latency.connector_p99_bound = bound(0.99);
     }
     connector.stop().await?;
     lab.drop_slot(&slot).await?;
-    Ok(summarize(&mut latencies))
+    Ok(latency)
 }
 
 /// pgbench at [`LATENCY_RATE`] for `seconds`; returns how many rows it committed.
@@ -95,6 +113,9 @@ async fn write_at_rate(lab: &Lab, seconds: u64) -> Result<u64> {
     workload::pgbench(
         lab,
         &["-R", &LATENCY_RATE.to_string(), "-T", &seconds.to_string()],
+        // With synchronous_commit=off the walsenders see a commit only once the WAL
+        // writer flushed it (every 200 ms): that delay is the server's, not the connector's.
+        true,
     )
     .await?;
     let count = lab.text("select count(*)::text from public.orders").await?;
@@ -217,6 +238,8 @@ pub fn summarize(latencies: &mut [f64]) -> Latency {
         p99: rank(0.99),
         max: latencies.last().copied().unwrap_or(f64::NAN),
         events: latencies.len() as u64,
+        connector_p50_bound: f64::NAN,
+        connector_p99_bound: f64::NAN,
     }
 }
 

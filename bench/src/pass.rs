@@ -312,6 +312,48 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The upper bound (`le`) of the first bucket of histogram `name` (all label sets added
+/// up) holding at least the fraction `q` of the observations; None without observations.
+pub fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(le_start) = rest.find("le=\"") else {
+            continue;
+        };
+        let le_text = &rest[le_start + 4..];
+        let Some(le_end) = le_text.find('"') else {
+            continue;
+        };
+        let le = match &le_text[..le_end] {
+            "+Inf" => f64::INFINITY,
+            other => match other.parse::<f64>() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        let Some(count) = line.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok()) else {
+            continue;
+        };
+        match buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, total)) => *total += count,
+            None => buckets.push((le, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, cumulative)| *cumulative >= q * total)
+        .map(|(le, _)| *le)
+}
+
 /// A connector.yaml for one pass: its own slot, the Order entity of the story under
 /// `topic_prefix`, telemetry on `listen` (run) or none (tail).
 fn write_config(

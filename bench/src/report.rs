@@ -114,12 +114,21 @@ pub fn machine_description(pg_version: &str) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|k| k.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| {
+            let parts: Vec<&str> = l.split_whitespace().take(3).collect();
+            (parts.len() == 3).then(|| parts.join(" "))
+        })
+        .unwrap_or_else(|| "?".into());
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "?".into());
     let dirty =
         git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     format!(
         "- CPUs (nproc): {cpus}\n- memory: {memory}\n- CPU model: {model}\n- kernel: {kernel}\n\
-         - PostgreSQL: {pg_version}\n- entity-cdc commit: {commit}{}\n",
+         - PostgreSQL: {pg_version}\n- entity-cdc commit: {commit}{}\n\
+         - load average (1, 5, 15 min) when the run ended: {load} (other work on the machine \
+         shares its cores)\n",
         if dirty {
             " (with uncommitted changes)"
         } else {
@@ -199,8 +208,13 @@ pub fn tables(results: &Results) -> String {
         let _ = write!(
             out,
             "### Latency\n\n{}\n\n\
-             | events per run | p50 ms | p99 ms | max ms |\n| --- | --- | --- | --- |\n\
-             | {} | {} | {} | {} |\n\n",
+             | events per run | p50 ms | p99 ms | max ms | connector's histogram: p50 ≤ ms | p99 ≤ ms |\n\
+             | --- | --- | --- | --- | --- | --- |\n\
+             | {} | {} | {} | {} | {} | {} |\n\n\
+             The last two columns are the connector's own commit -> acknowledgement histogram \
+             (`entity_cdc_commit_to_ack_seconds`), as the upper bound of the bucket holding \
+             the percentile: coarse (its buckets are 5, 10, 25, 50, 100, 250, 500 ms, 1 s, \
+             2.5 s...), but without the consumer's path.\n\n",
             results.latency_setup,
             Spread::of(
                 &results
@@ -213,6 +227,8 @@ pub fn tables(results: &Results) -> String {
             pick(|l| l.p50),
             pick(|l| l.p99),
             pick(|l| l.max),
+            pick(|l| l.connector_p50_bound),
+            pick(|l| l.connector_p99_bound),
         );
     }
     out

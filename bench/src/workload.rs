@@ -181,14 +181,15 @@ pub async fn generate(lab: &Lab, shape: Shape, sizes: Sizes) -> Result<u64> {
         }
         Shape::Pgbench => {
             let per_client = sizes.pgbench_transactions / u64::from(CLIENTS);
-            pgbench(lab, &["-t", &per_client.to_string()]).await?;
+            pgbench(lab, &["-t", &per_client.to_string()], false).await?;
         }
     }
     Ok(change_count(shape, sizes))
 }
 
-/// Runs pgbench with the single-row insert script, 8 clients on 2 threads, plus `args`.
-pub async fn pgbench(lab: &Lab, args: &[&str]) -> Result<()> {
+/// Runs pgbench with the single-row insert script, 8 clients on 2 threads, plus `args`;
+/// `synchronous_commit` for its sessions (the server's default is off).
+pub async fn pgbench(lab: &Lab, args: &[&str], synchronous_commit: bool) -> Result<()> {
     let script = lab.work_dir().join("insert.pgbench");
     std::fs::write(&script, PGBENCH_INSERT).context("writing the pgbench script")?;
     let log = lab.work_dir().join("pgbench.log");
@@ -201,6 +202,13 @@ pub async fn pgbench(lab: &Lab, args: &[&str]) -> Result<()> {
         .arg(&script)
         .args(args)
         .arg(crate::lab::DATABASE)
+        .env(
+            "PGOPTIONS",
+            format!(
+                "-c synchronous_commit={}",
+                if synchronous_commit { "on" } else { "off" }
+            ),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
