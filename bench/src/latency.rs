@@ -87,7 +87,11 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
     let mut latencies = result?;
     if std::env::var_os("BENCH_DEBUG_LATENCY").is_some() {
         let step = (latencies.len() / 20).max(1);
-        let series: Vec<String> = latencies.iter().step_by(step).map(|l| format!("{l:.0}")).collect();
+        let series: Vec<String> = latencies
+            .iter()
+            .step_by(step)
+            .map(|l| format!("{l:.0}"))
+            .collect();
         eprintln!("bench: latency in arrival order: {}", series.join(" "));
     }
     let mut latency = summarize(&mut latencies);

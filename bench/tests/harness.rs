@@ -48,7 +48,14 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The harness's one smoke test (it stays short in `scripts/test.sh`): the refusals, then
+/// an interrupted run.
 #[test]
+fn refuses_without_servers_and_an_interrupted_run_leaves_nothing() {
+    refuses_without_postgresql_or_broker_saying_which_and_leaves_nothing();
+    an_interrupted_run_stops_its_children_and_removes_everything();
+}
+
 fn refuses_without_postgresql_or_broker_saying_which_and_leaves_nothing() {
     let tmp = tmpdir();
     let out = bench(tmp.path())
@@ -80,7 +87,6 @@ fn refuses_without_postgresql_or_broker_saying_which_and_leaves_nothing() {
     assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
 }
 
-#[test]
 fn an_interrupted_run_stops_its_children_and_removes_everything() {
     let tmp = tmpdir();
     let mut child = bench(tmp.path())
