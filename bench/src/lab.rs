@@ -93,6 +93,11 @@ impl Lab {
         self.pg.bin_dir()
     }
 
+    /// The broker's process id (None for an external broker).
+    pub fn broker_pid(&self) -> Option<u32> {
+        self.broker.pid()
+    }
+
     /// The broker's bootstrap address.
     pub fn bootstrap(&self) -> &str {
         self.broker.bootstrap()

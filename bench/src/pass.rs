@@ -62,6 +62,8 @@ pub struct Measurement {
     pub walsender_cpu: f64,
     /// Peak resident set size of the reader process, bytes.
     pub client_peak_rss: u64,
+    /// CPU seconds the broker (tansu) used during the pass: the third party on the cores.
+    pub broker_cpu: f64,
 }
 
 impl Measurement {
@@ -125,6 +127,7 @@ async fn read_to_end(
         .stdout(Stdio::null())
         .stderr(log_file)
         .env("RUST_LOG", "warn");
+    let broker = BrokerCpu::start(env.lab);
     let start = Instant::now();
     let mut child = Supervised::spawn(cmd, what)?;
     let mut walsender = WalsenderCpu::default();
@@ -143,6 +146,7 @@ async fn read_to_end(
                 client_cpu: usage.cpu_seconds,
                 walsender_cpu: walsender.last,
                 client_peak_rss: usage.peak_rss_bytes,
+                broker_cpu: broker.used(),
             });
         }
         walsender.sample(env.lab, slot).await?;
@@ -174,9 +178,32 @@ impl WalsenderCpu {
     }
 }
 
+/// The broker's CPU seconds since the start of a pass.
+struct BrokerCpu {
+    pid: Option<u32>,
+    at_start: f64,
+}
+
+impl BrokerCpu {
+    fn start(lab: &Lab) -> BrokerCpu {
+        let pid = lab.broker_pid();
+        BrokerCpu {
+            pid,
+            at_start: pid.and_then(process_stats::cpu_seconds).unwrap_or_default(),
+        }
+    }
+
+    fn used(&self) -> f64 {
+        self.pid
+            .and_then(process_stats::cpu_seconds)
+            .map_or(0.0, |now| now - self.at_start)
+    }
+}
+
 /// `entity-cdc run` until Kafka acknowledged `changes` events (polled on /metrics), then
 /// SIGTERM. CPU and RSS are read from /proc at that moment, before the shutdown.
 async fn run_connector(env: &PassEnv<'_>, slot: &str, changes: u64) -> Result<Measurement> {
+    let broker = BrokerCpu::start(env.lab);
     let mut connector = Connector::start(env, slot, "bench.run")?;
     let start = connector.started;
     let mut walsender = WalsenderCpu::default();
@@ -201,6 +228,7 @@ async fn run_connector(env: &PassEnv<'_>, slot: &str, changes: u64) -> Result<Me
                         client_cpu: process_stats::cpu_seconds(pid).unwrap_or_default(),
                         walsender_cpu: walsender.last,
                         client_peak_rss: process_stats::peak_rss_bytes(pid).unwrap_or_default(),
+                        broker_cpu: broker.used(),
                     };
                     connector.stop().await?;
                     return Ok(measurement);

@@ -151,10 +151,11 @@ pub fn tables(results: &Results) -> String {
         out.push_str(
             "### Throughput, CPU and memory\n\n\
              Changes per second; ratio to the ceiling of the same run; CPU seconds per \
-             million changes of the reader and of the walsender serving it; peak RSS of \
-             the reader. Each cell: median (min–max) over the runs.\n\n\
-             | workload | reader | changes/s | ratio to ceiling | reader CPU s / M | walsender CPU s / M | reader peak RSS MiB |\n\
-             | --- | --- | --- | --- | --- | --- | --- |\n",
+             million changes of the reader, of the walsender serving it and of the broker \
+             (tansu, busy only for `run`); peak RSS of the reader. Each cell: median \
+             (min–max) over the runs.\n\n\
+             | workload | reader | changes/s | ratio to ceiling | reader CPU s / M | walsender CPU s / M | broker CPU s / M | reader peak RSS MiB |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for workload in &results.workloads {
             for result in &workload.variants {
@@ -179,7 +180,7 @@ pub fn tables(results: &Results) -> String {
                     .collect();
                 let _ = writeln!(
                     out,
-                    "| ({}) {} changes | {} | {} | {} | {} | {} | {} |",
+                    "| ({}) {} changes | {} | {} | {} | {} | {} | {} | {} |",
                     workload.name,
                     workload.changes,
                     result.variant.name(),
@@ -191,6 +192,7 @@ pub fn tables(results: &Results) -> String {
                     },
                     per_million(|m| m.client_cpu),
                     per_million(|m| m.walsender_cpu),
+                    per_million(|m| m.broker_cpu),
                     Spread::of(&rss).show(0),
                 );
             }
