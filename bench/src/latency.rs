@@ -23,8 +23,13 @@ use crate::pass::{histogram_quantile, metric_sum, Connector, PassEnv};
 use crate::supervision::{cancelled, check_cancelled};
 use crate::workload::{self, LATENCY_RATE};
 
+/// The row whose event opens the path before the measured commits.
+const WARM_UP_ROW: &str = "insert into public.orders \
+(id, tenant_id, status, priority, total, version, updated_by) \
+values (nextval('public.orders_bench_id'), 0, 'NEW', 'NORMAL', 0, 1, 'warm-up')";
+
 /// Latencies of one run, milliseconds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Latency {
     /// Median.
     pub p50: f64,
@@ -39,6 +44,9 @@ pub struct Latency {
     pub connector_p50_bound: f64,
     /// See `connector_p50_bound`.
     pub connector_p99_bound: f64,
+    /// Every 20th part of the latencies in arrival order, ms: growing then draining is
+    /// queueing, flat is a fixed delay.
+    pub series: Vec<f64>,
 }
 
 /// One latency run on a fresh slot and topic.
@@ -62,11 +70,27 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
 
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
     let bootstrap = lab.bootstrap().to_owned();
     let consumer = {
-        let (target, stop, topic) = (target.clone(), stop.clone(), topic.clone());
-        std::thread::spawn(move || consume(&bootstrap, &topic, &target, &stop))
+        let (target, stop, ready, topic) =
+            (target.clone(), stop.clone(), ready.clone(), topic.clone());
+        std::thread::spawn(move || consume(&bootstrap, &topic, &target, &stop, &ready))
     };
+    // One warm-up row, awaited by the consumer: start-up costs (connections, metadata,
+    // the producer's first batch) are not latency of the measured commits.
+    lab.sql(WARM_UP_ROW).await?;
+    let waited = lab
+        .wait_until(
+            "the latency consumer connected",
+            Duration::from_secs(30),
+            || async { Ok(ready.load(Ordering::SeqCst) || consumer.is_finished()) },
+        )
+        .await;
+    if let Err(e) = waited {
+        stop.store(true, Ordering::SeqCst);
+        return Err(e);
+    }
     let written = write_at_rate(lab, seconds).await;
     let result = match written {
         Ok(n) => {
@@ -85,16 +109,12 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
         }
     };
     let mut latencies = result?;
-    if std::env::var_os("BENCH_DEBUG_LATENCY").is_some() {
-        let step = (latencies.len() / 20).max(1);
-        let series: Vec<String> = latencies
-            .iter()
-            .step_by(step)
-            .map(|l| format!("{l:.0}"))
-            .collect();
-        eprintln!("bench: latency in arrival order: {}", series.join(" "));
-    }
+    // In arrival order, a delay that grows and drains is queueing (the machine cannot keep
+    // up); a flat one is a fixed cost on the path.
+    let step = (latencies.len() / 20).max(1);
+    let series: Vec<f64> = latencies.iter().step_by(step).copied().collect();
     let mut latency = summarize(&mut latencies);
+    latency.series = series;
     if let Some(metrics) = connector.metrics().await {
         let dead = metric_sum(&metrics, "entity_cdc_events_dead_lettered_total");
         if dead > 0.0 {
@@ -112,7 +132,8 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
     Ok(latency)
 }
 
-/// pgbench at [`LATENCY_RATE`] for `seconds`; returns how many rows it committed.
+/// pgbench at [`LATENCY_RATE`] for `seconds`; returns how many rows it committed (the
+/// measured ones: all but the warm-up row).
 async fn write_at_rate(lab: &Lab, seconds: u64) -> Result<u64> {
     workload::pgbench(
         lab,
@@ -123,9 +144,11 @@ async fn write_at_rate(lab: &Lab, seconds: u64) -> Result<u64> {
     )
     .await?;
     let count = lab.text("select count(*)::text from public.orders").await?;
-    count
+    let rows: u64 = count
         .parse()
-        .with_context(|| format!("row count {count:?}"))
+        .with_context(|| format!("row count {count:?}"))?;
+    // The warm-up row is not measured.
+    Ok(rows.saturating_sub(1))
 }
 
 /// Reads `topic` from the beginning until `target` records arrived (the target is set
@@ -135,6 +158,7 @@ fn consume(
     topic: &str,
     target: &AtomicU64,
     stop: &AtomicBool,
+    ready: &AtomicBool,
 ) -> Result<Vec<f64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -151,6 +175,24 @@ fn consume(
     consumer
         .assign(&assignment)
         .context("assigning the topic")?;
+    // The warm-up row's event: the path (connector, producer, broker, this consumer) is
+    // connected end to end before the measured commits start, and is not measured.
+    let warm_up = std::time::Instant::now();
+    loop {
+        if cancelled() || stop.load(Ordering::SeqCst) {
+            check_cancelled()?;
+            bail!("the latency consumer was stopped");
+        }
+        if warm_up.elapsed() > Duration::from_secs(30) {
+            bail!("the warm-up event did not arrive on {topic} within 30 s");
+        }
+        match consumer.poll(Duration::from_millis(50)) {
+            None => continue,
+            Some(Err(e)) => bail!("consuming {topic}: {e}"),
+            Some(Ok(_)) => break,
+        }
+    }
+    ready.store(true, Ordering::SeqCst);
     let mut latencies = Vec::new();
     let mut idle_since = std::time::Instant::now();
     loop {
@@ -244,6 +286,7 @@ pub fn summarize(latencies: &mut [f64]) -> Latency {
         events: latencies.len() as u64,
         connector_p50_bound: f64::NAN,
         connector_p99_bound: f64::NAN,
+        series: Vec::new(),
     }
 }
 

@@ -284,7 +284,8 @@ async fn measure(
     if selection.workload("latency") {
         results.latency_setup = format!(
             "pgbench at {} single-row insert transactions per second from {} clients for {} s \
-             per run, `entity-cdc run` (JSON) streaming them; latency is the commit time \
+             per run (`synchronous_commit=on` for its sessions), `entity-cdc run` (JSON) \
+             streaming them; latency is the commit time \
              (the event's `timestamp`) to the record's receipt by a consumer polling the \
              topic (`fetch.wait.max.ms=5`): an upper bound of commit -> delivery report.",
             workload::LATENCY_RATE,

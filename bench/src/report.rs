@@ -216,7 +216,8 @@ pub fn tables(results: &Results) -> String {
              The last two columns are the connector's own commit -> acknowledgement histogram \
              (`entity_cdc_commit_to_ack_seconds`), as the upper bound of the bucket holding \
              the percentile: coarse (its buckets are 5, 10, 25, 50, 100, 250, 500 ms, 1 s, \
-             2.5 s...), but without the consumer's path.\n\n",
+             2.5 s...), but without the consumer's path.\n\n\
+             Latency in arrival order (ms, every 5% of the events), per run:\n\n{}\n",
             results.latency_setup,
             Spread::of(
                 &results
@@ -231,6 +232,15 @@ pub fn tables(results: &Results) -> String {
             pick(|l| l.max),
             pick(|l| l.connector_p50_bound),
             pick(|l| l.connector_p99_bound),
+            results
+                .latency
+                .iter()
+                .enumerate()
+                .map(|(run, l)| {
+                    let points: Vec<String> = l.series.iter().map(|v| format!("{v:.0}")).collect();
+                    format!("- run {}: {}\n", run + 1, points.join(" "))
+                })
+                .collect::<String>(),
         );
     }
     out
