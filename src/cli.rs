@@ -304,11 +304,8 @@ async fn tail(
                 }
                 reader.stream().confirm(end_lsn);
                 reader.stream().set_idle(true);
-                if end
-                    .as_ref()
-                    .is_some_and(|end| end.reached_by_commit(end_lsn))
-                {
-                    info!(end_lsn = %end_lsn, "end lsn reached");
+                if let Some(end) = end.as_ref().filter(|end| end.reached_by_commit(end_lsn)) {
+                    info!(end_lsn = %end.target(), "end lsn reached");
                     break Ok(());
                 }
             }

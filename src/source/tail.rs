@@ -35,6 +35,11 @@ impl EndPosition {
         }
     }
 
+    /// The LSN it stops at.
+    pub fn target(&self) -> Lsn {
+        self.target
+    }
+
     /// Returns the target when `item` lies past it and must not be printed: a
     /// transaction that commits after the target, a non-transactional message after it,
     /// or a keepalive past it while no transaction is open. Call for every item, in order.
