@@ -25,7 +25,8 @@ pub const PUBLICATION: &str = "bench";
 /// PostgreSQL, the broker, a working folder, and a connection for the harness's queries.
 pub struct Lab {
     client: tokio_postgres::Client,
-    broker: KafkaBroker,
+    /// Replaced by [`Lab::restart_broker`]; never locked across an await.
+    broker: std::sync::Mutex<KafkaBroker>,
     pg: PgServer,
     work_dir: tempfile::TempDir,
     slots: std::sync::Mutex<Vec<String>>,
@@ -76,7 +77,7 @@ impl Lab {
             .context("creating the orders table and the publication")?;
         Ok(Lab {
             client,
-            broker,
+            broker: std::sync::Mutex::new(broker),
             pg,
             work_dir,
             slots: std::sync::Mutex::new(Vec::new()),
@@ -95,12 +96,30 @@ impl Lab {
 
     /// The broker's process id (None for an external broker).
     pub fn broker_pid(&self) -> Option<u32> {
-        self.broker.pid()
+        self.broker_lock().pid()
     }
 
     /// The broker's bootstrap address.
-    pub fn bootstrap(&self) -> &str {
-        self.broker.bootstrap()
+    pub fn bootstrap(&self) -> String {
+        self.broker_lock().bootstrap().to_owned()
+    }
+
+    /// Replaces the broker by a fresh one. tansu keeps every record in memory: a full run
+    /// produces about ten million, so each `run` pass gets an empty broker.
+    pub async fn restart_broker(&self) -> Result<()> {
+        let fresh = tokio::task::spawn_blocking(KafkaBroker::start)
+            .await
+            .context("restarting the broker")?
+            .map_err(|e| anyhow!("the Kafka broker (tansu) could not be restarted: {e:#}"))?;
+        let old = std::mem::replace(&mut *self.broker_lock(), fresh);
+        drop(old);
+        check_cancelled()
+    }
+
+    fn broker_lock(&self) -> std::sync::MutexGuard<'_, KafkaBroker> {
+        self.broker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The working folder (configs, scripts, logs), removed at the end.

@@ -53,6 +53,7 @@ pub struct Latency {
 pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
     let lab = env.lab;
     lab.sql(workload::RESET).await?;
+    lab.restart_broker().await?;
     let slot = format!("bench_latency_{run}");
     lab.create_slot(&slot).await?;
     let prefix = format!("bench.latency{run}");
@@ -71,7 +72,7 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicBool::new(false));
-    let bootstrap = lab.bootstrap().to_owned();
+    let bootstrap = lab.bootstrap();
     let consumer = {
         let (target, stop, ready, topic) =
             (target.clone(), stop.clone(), ready.clone(), topic.clone());

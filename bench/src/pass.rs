@@ -108,7 +108,10 @@ pub async fn run(
                 .args(["tail", "--end-lsn", end_lsn]);
             read_to_end(env, cmd, "entity-cdc tail", slot, changes).await
         }
-        Variant::RunJson => run_connector(env, slot, changes).await,
+        Variant::RunJson => {
+            env.lab.restart_broker().await?;
+            run_connector(env, slot, changes).await
+        }
     }
 }
 
