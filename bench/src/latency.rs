@@ -20,6 +20,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::lab::Lab;
 use crate::pass::{histogram_quantile, metric_sum, Connector, PassEnv};
+use crate::process_stats;
 use crate::supervision::{cancelled, check_cancelled};
 use crate::workload::{self, LATENCY_RATE};
 
@@ -44,6 +45,10 @@ pub struct Latency {
     pub connector_p50_bound: f64,
     /// See `connector_p50_bound`.
     pub connector_p99_bound: f64,
+    /// Share of the machine's CPU time that was busy while pgbench ran (all cores).
+    pub machine_busy: f64,
+    /// The connector's CPU seconds per wall second while pgbench ran (1.0 = one core).
+    pub connector_cores: f64,
     /// Every 20th part of the latencies in arrival order, ms: growing then draining is
     /// queueing, flat is a fixed delay.
     pub series: Vec<f64>,
@@ -92,7 +97,13 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
         stop.store(true, Ordering::SeqCst);
         return Err(e);
     }
+    let machine_before = process_stats::machine_ticks();
+    let connector_before = process_stats::cpu_seconds(connector.pid());
+    let wall = std::time::Instant::now();
     let written = write_at_rate(lab, seconds).await;
+    let wall = wall.elapsed().as_secs_f64();
+    let machine_after = process_stats::machine_ticks();
+    let connector_after = process_stats::cpu_seconds(connector.pid());
     let result = match written {
         Ok(n) => {
             target.store(n, Ordering::SeqCst);
@@ -116,6 +127,12 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
     let series: Vec<f64> = latencies.iter().step_by(step).copied().collect();
     let mut latency = summarize(&mut latencies);
     latency.series = series;
+    if let (Some((busy0, total0)), Some((busy1, total1))) = (machine_before, machine_after) {
+        latency.machine_busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
+    }
+    if let (Some(before), Some(after)) = (connector_before, connector_after) {
+        latency.connector_cores = (after - before) / wall;
+    }
     if let Some(metrics) = connector.metrics().await {
         let dead = metric_sum(&metrics, "entity_cdc_events_dead_lettered_total");
         if dead > 0.0 {
@@ -287,6 +304,8 @@ pub fn summarize(latencies: &mut [f64]) -> Latency {
         events: latencies.len() as u64,
         connector_p50_bound: f64::NAN,
         connector_p99_bound: f64::NAN,
+        machine_busy: f64::NAN,
+        connector_cores: f64::NAN,
         series: Vec::new(),
     }
 }

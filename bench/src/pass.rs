@@ -282,6 +282,11 @@ impl Connector {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     /// Fails with the connector's log if it exited.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some((code, _)) = self.child.try_reap()? {

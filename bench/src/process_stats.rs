@@ -22,6 +22,20 @@ pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The machine's busy and total CPU ticks so far, from the first line of /proc/stat (idle
+/// and iowait are not busy).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
+}
+
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf(3) only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -43,5 +57,6 @@ mod tests {
         assert!(peak_rss_bytes(pid).is_some_and(|b| b > 0));
         assert_eq!(cpu_seconds(u32::MAX), None);
         assert_eq!(peak_rss_bytes(u32::MAX), None);
+        assert!(machine_ticks().is_some_and(|(busy, total)| busy <= total && total > 0));
     }
 }

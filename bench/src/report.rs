@@ -210,13 +210,15 @@ pub fn tables(results: &Results) -> String {
         let _ = write!(
             out,
             "### Latency\n\n{}\n\n\
-             | events per run | p50 ms | p99 ms | max ms | connector's histogram: p50 ≤ ms | p99 ≤ ms |\n\
-             | --- | --- | --- | --- | --- | --- |\n\
-             | {} | {} | {} | {} | {} | {} |\n\n\
+             | events per run | p50 ms | p99 ms | max ms | connector's histogram: p50 ≤ ms | p99 ≤ ms | machine CPU busy % | connector cores |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- |\n\
+             | {} | {} | {} | {} | {} | {} | {} | {} |\n\n\
              The last two columns are the connector's own commit -> acknowledgement histogram \
              (`entity_cdc_commit_to_ack_seconds`), as the upper bound of the bucket holding \
              the percentile: coarse (its buckets are 5, 10, 25, 50, 100, 250, 500 ms, 1 s, \
-             2.5 s...), but without the consumer's path.\n\n\
+             2.5 s...), but without the consumer's path. Machine CPU busy: all cores, from \
+             /proc/stat while pgbench ran (100% = both cores busy, including other work on \
+             the machine); connector cores: its CPU seconds per second over the same time.\n\n\
              Latency in arrival order (ms, every 5% of the events), per run:\n\n{}\n",
             results.latency_setup,
             Spread::of(
@@ -232,6 +234,15 @@ pub fn tables(results: &Results) -> String {
             pick(|l| l.max),
             pick(|l| l.connector_p50_bound),
             pick(|l| l.connector_p99_bound),
+            pick(|l| l.machine_busy * 100.0),
+            Spread::of(
+                &results
+                    .latency
+                    .iter()
+                    .map(|l| l.connector_cores)
+                    .collect::<Vec<_>>()
+            )
+            .show(2),
             results
                 .latency
                 .iter()
