@@ -24,8 +24,8 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    /// The sizes. (c) has 200,000 transactions: pgbench on the 2-core machine
-    /// commits about 10,000 per second, and the figure is a rate, not a total.
+    /// The sizes. (c) has 200,000 transactions, to keep the run short on 2 cores:
+    /// the figure is a rate, not a total.
     pub const FULL: Sizes = Sizes {
         rows: 1_000_000,
         pgbench_transactions: 200_000,
