@@ -19,7 +19,7 @@ use crate::source::change::SourceEvent;
 use crate::source::reader::{ReadError, ReadItem};
 use crate::source::setup::{self, SetupError};
 use crate::source::sql::{self, SqlError};
-use crate::source::{check, tail, DatabaseTarget, OpenError, SourceSettings, TableRef};
+use crate::source::{check, tail, DatabaseTarget, Lsn, OpenError, SourceSettings, TableRef};
 
 /// Change data capture from PostgreSQL to Kafka, as the metamodel's entity events.
 #[derive(Debug, Parser)]
@@ -71,6 +71,12 @@ pub enum Command {
         /// configured one (nothing is left behind, nothing is confirmed on the real slot).
         #[arg(long, env = "ENTITY_CDC_TEMPORARY")]
         temporary: bool,
+        /// Stop and exit 0 once everything committed up to this LSN (`16/B374D848`) is
+        /// printed, like pg_recvlogical's --endpos: after the commit that ends at or past
+        /// it, before a transaction that commits past it, or on a keepalive past it while
+        /// no transaction is open. For reading a known stretch of WAL (the benchmarks).
+        #[arg(long, env = "ENTITY_CDC_END_LSN")]
+        end_lsn: Option<Lsn>,
     },
     /// Print the records of Kafka topics as JSON lines (from the beginning, all partitions,
     /// no consumer group): to see what the connector produced.
@@ -177,7 +183,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CommandError> {
     match cli.command {
         Command::Setup { apply } => setup(&config, apply).await,
         Command::Check => check(&config).await,
-        Command::Tail { temporary } => tail(&config, temporary).await,
+        Command::Tail { temporary, end_lsn } => tail(&config, temporary, end_lsn).await,
         Command::Run => run(&config).await,
         Command::Schemas { out } => schemas(&config, &out).await,
         Command::Consume {
@@ -290,7 +296,11 @@ fn shutdown_signal() -> Result<CancellationToken, CommandError> {
     Ok(token)
 }
 
-async fn tail(config: &Config, temporary: bool) -> Result<ExitCode, CommandError> {
+async fn tail(
+    config: &Config,
+    temporary: bool,
+    end_lsn: Option<Lsn>,
+) -> Result<ExitCode, CommandError> {
     let mut settings = SourceSettings::from_config(config);
     if temporary {
         settings.temporary_slot = true;
@@ -305,6 +315,7 @@ async fn tail(config: &Config, temporary: bool) -> Result<ExitCode, CommandError
     info!(slot = %settings.slot, publication = %settings.publication, "tailing");
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut end = end_lsn.map(tail::EndPosition::new);
     let result = loop {
         let item = tokio::select! {
             biased;
@@ -315,6 +326,10 @@ async fn tail(config: &Config, temporary: bool) -> Result<ExitCode, CommandError
             Ok(item) => item,
             Err(e) => break Err(CommandError::Read(e)),
         };
+        if let Some(target) = end.as_mut().and_then(|end| end.stops_before(&item)) {
+            info!(end_lsn = %target, "end lsn reached");
+            break Ok(());
+        }
         if let Some(line) = tail::item_json(&item) {
             if let Err(e) = writeln!(out, "{line}") {
                 break Err(CommandError::Stdout(e));
@@ -328,6 +343,10 @@ async fn tail(config: &Config, temporary: bool) -> Result<ExitCode, CommandError
                 }
                 reader.stream().confirm(end_lsn);
                 reader.stream().set_idle(true);
+                if let Some(end) = end.as_ref().filter(|end| end.reached_by_commit(end_lsn)) {
+                    info!(end_lsn = %end.target(), "end lsn reached");
+                    break Ok(());
+                }
             }
             // A partly received transaction was dropped and comes again from its start:
             // nothing is in flight, as at the start.

@@ -651,6 +651,98 @@ fn tail_on_the_configured_slot_confirms_what_it_printed() {
     psql(&server, "select pg_drop_replication_slot('oracle')");
 }
 
+/// Runs `tail --end-lsn <end>` on the configured slot, which must stop by itself; returns
+/// every line it printed, without the per-run fields (lsn, xid, commitTime).
+fn tail_to(config: &ConfigDir, server: &PgServer, end: &str) -> Vec<Json> {
+    let mut child = command(config, Some(server), &["tail", "--end-lsn", end])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning entity-cdc tail: {e}"));
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().ok();
+            panic!(
+                "tail --end-lsn {end} did not stop within {WAIT:?}; stderr:\n{}",
+                out.map(|o| stderr(&o)).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("reading tail's output: {e}"));
+    assert_exit(&out, 0, &format!("tail --end-lsn {end}"));
+    assert!(
+        stderr(&out).contains(&format!("end lsn reached end_lsn={end}")),
+        "{}",
+        stderr(&out)
+    );
+    stdout(&out)
+        .lines()
+        .map(|line| {
+            let mut json: Json = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("tail printed a line that is not JSON ({e}): {line}"));
+            if let Some(object) = json.as_object_mut() {
+                for volatile in ["lsn", "xid", "commitTime"] {
+                    object.remove(volatile);
+                }
+            }
+            json
+        })
+        .collect()
+}
+
+#[test]
+fn tail_end_lsn_prints_the_transactions_up_to_it_and_exits() {
+    let server = start_server();
+    let config = ConfigDir::sample(|text| text);
+    let out = run(&config, Some(&server), &["setup", "--apply"]);
+    assert_exit(&out, 0, "setup --apply");
+    psql(
+        &server,
+        "select pg_create_logical_replication_slot('oracle', 'pgoutput')",
+    );
+    story(&server);
+    // With synchronous_commit=off the commits reach the decodable (flushed) WAL within
+    // the WAL writer's delay: wait until the oracle sees all three.
+    let deadline = Instant::now() + WAIT;
+    let ends = loop {
+        let ends = commit_end_lsns(&server, "oracle");
+        if ends.len() == 3 || Instant::now() > deadline {
+            break ends;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ends.len(), 3, "three transactions");
+
+    // Up to the end of the second commit: the first two transactions, whole.
+    let lines = tail_to(&config, &server, &ends[1].to_string());
+    assert_lines(&lines, &STORY_LINES[..3]);
+
+    // Up to the WAL's current end: the third transaction only (the slot moved on), then
+    // the stop comes from the commit or, past it, from the walsender's keepalive.
+    let now = psql(&server, "select pg_current_wal_lsn()");
+    let lines = tail_to(&config, &server, &now);
+    assert_lines(&lines, &STORY_LINES[3..]);
+
+    // Nothing left before the end: no line, and it still stops (on a keepalive).
+    let lines = tail_to(&config, &server, &now);
+    assert_eq!(lines, Vec::<Json>::new());
+    let confirmed = lsn(&psql(
+        &server,
+        "select confirmed_flush_lsn from pg_replication_slots where slot_name = 'entity_cdc'",
+    ));
+    assert!(
+        confirmed >= ends[2],
+        "confirmed_flush_lsn {confirmed} is before the last printed commit's end {}",
+        ends[2]
+    );
+    psql(&server, "select pg_drop_replication_slot('oracle')");
+}
+
 #[test]
 fn runtime_errors_exit_1_with_the_cause_and_what_to_run() {
     let config = ConfigDir::sample(|text| text);

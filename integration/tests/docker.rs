@@ -242,6 +242,24 @@ fn dockerfile_builds_in_rust_and_runs_slim_as_non_root() {
     assert!(user.trim() != "root" && user.trim() != "0", "{user}");
     assert!(dockerfile.contains("ENTRYPOINT [\"entity-cdc\"]"));
     assert!(dockerfile.contains("CMD [\"run\"]"));
+    // Every workspace member is in the build context: cargo loads them all, even for
+    // one binary.
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    let members_line = manifest
+        .lines()
+        .find(|l| l.starts_with("members = "))
+        .expect("a members line in Cargo.toml");
+    for member in members_line
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|m| *m != ".")
+    {
+        assert!(
+            dockerfile.contains(&format!("COPY {member} ./{member}\n")),
+            "workspace member {member} is not copied into the builder"
+        );
+    }
     // Every path the builder copies exists in the repository (the build context).
     for line in dockerfile.lines().filter(|l| l.starts_with("COPY ")) {
         if line.contains("--from=") {

@@ -504,33 +504,3 @@ async fn the_watermark_follows_delivery_reports_and_stops_at_a_failure() {
     assert!(!watermark.is_idle());
     assert_eq!(watermark.advance_idle(Lsn(0x900)), None);
 }
-
-/// A figure, not a check: `cargo test --test sink -- --ignored --nocapture throughput`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "prints a throughput figure; run on demand"]
-async fn throughput_with_the_default_budget() {
-    const COUNT: u32 = 200_000;
-    let broker = KafkaBroker::start().expect("tansu starts");
-    let (sink, mut reports) = new_sink(broker.bootstrap(), |s| s.topic_partitions = 3);
-    let topic = unique_topic("sink.throughput");
-    sink.ensure_topics(std::slice::from_ref(&topic))
-        .await
-        .expect("topic created");
-    let payload = vec![b'x'; 200];
-    let started = Instant::now();
-    let reader = tokio::spawn(async move {
-        for _ in 0..COUNT {
-            expect_delivered(next_report(&mut reports).await);
-        }
-    });
-    for i in 0..COUNT {
-        let key = format!("123:{}", i % 1000);
-        sink.send(record(&topic, &key, &payload, i)).await;
-    }
-    reader.await.expect("report reader");
-    let elapsed = started.elapsed();
-    println!(
-        "{COUNT} records of 200 bytes, 1000 keys, 3 partitions: {elapsed:?} ({:.0}/s)",
-        f64::from(COUNT) / elapsed.as_secs_f64()
-    );
-}

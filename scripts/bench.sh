@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Benchmarks entity-cdc against PostgreSQL's own logical decoding (pg_recvlogical) on the
+# same WAL: throughput of the ceiling, `tail` and `run` (JSON), latency at 5,000 changes/s,
+# peak memory and CPU per event. Starts its own PostgreSQL and broker and removes them
+# afterwards, also on Ctrl-C. Writes docs/benchmarks.md (target/benchmarks-quick.md with
+# --quick). See docs/benchmarks.md.
+#
+#   scripts/bench.sh [--quick] [--runs N] [--only a,b,c,latency,ceiling,tail,run-json]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+scripts/install-broker.sh
+
+cargo build --release --locked -p entity-cdc --bin entity-cdc -p entity-cdc-bench --bin entity-cdc-bench
+exec target/release/entity-cdc-bench --entity-cdc target/release/entity-cdc "$@"
