@@ -1,4 +1,4 @@
-//! The command line: `setup`, `check`, `tail` and `run`.
+//! The command line: `setup`, `check`, `tail`, `consume`, `schemas` and `run`.
 //!
 //! Every flag can also come from an `ENTITY_CDC_…` environment variable, so that a container
 //! is configured the same way as a shell.
@@ -92,6 +92,13 @@ pub enum Command {
         #[arg(long, default_value_t = 3)]
         idle_secs: u64,
     },
+    /// Write the Avro schema (`<Entity>.avsc`) of every streamed entity, generated from the
+    /// database's catalog as `run` generates it from the replication stream.
+    Schemas {
+        /// The folder to write to (created if missing).
+        #[arg(long, env = "ENTITY_CDC_SCHEMAS_OUT", default_value = "schemas")]
+        out: PathBuf,
+    },
     /// Run the pipeline: changes of the entity tables become entity events on Kafka; the
     /// slot is confirmed once Kafka has them. SIGINT or SIGTERM drains and stops.
     Run,
@@ -127,6 +134,18 @@ pub enum CommandError {
     /// Stdout was closed or failed.
     #[error("writing to stdout: {0}")]
     Stdout(#[source] std::io::Error),
+    /// The schemas could not be generated.
+    #[error(transparent)]
+    Schemas(#[from] crate::codec::avro::export::ExportError),
+    /// A schema file could not be written.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -166,12 +185,32 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Check => check(&config).await,
         Command::Tail { temporary, end_lsn } => tail(&config, temporary, end_lsn).await,
         Command::Run => run(&config).await,
+        Command::Schemas { out } => schemas(&config, &out).await,
         Command::Consume {
             topics,
             count,
             idle_secs,
         } => consume(&config, topics, count, idle_secs).await,
     }
+}
+
+/// `schemas`: writes `<out>/<Entity>.avsc` for every streamed entity and lists them.
+async fn schemas(config: &Config, out: &std::path::Path) -> Result<ExitCode, CommandError> {
+    let files = crate::codec::avro::export::catalog_schemas(config).await?;
+    std::fs::create_dir_all(out).map_err(|source| CommandError::Write {
+        path: out.to_owned(),
+        source,
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    for file in files {
+        let path = out.join(&file.file_name);
+        std::fs::write(&path, &file.text).map_err(|source| CommandError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        writeln!(stdout, "{}: {}", file.entity, path.display()).map_err(CommandError::Stdout)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The database target that connector.yaml describes: its entity tables.

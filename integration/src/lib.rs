@@ -10,11 +10,13 @@
 pub mod capture;
 pub mod kafka;
 pub mod pg;
+pub mod registry;
 pub mod smtp;
 pub mod story;
 pub mod webhook;
 
 pub use kafka::{ConsumedRecord, KafkaBroker};
 pub use pg::{PgServer, PgServerOptions};
+pub use registry::SchemaRegistry;
 pub use smtp::{ReceivedMail, SmtpSink};
 pub use webhook::{ReceivedRequest, WebhookReceiver};

@@ -185,6 +185,23 @@ pub fn bind(config: &Config, relation: &Arc<Relation>, primary_key: &[&str]) -> 
         .unwrap_or_else(|| panic!("{} is a streamed entity", relation.name))
 }
 
+/// The story's Order entity bound to `public.orders` (key `id`).
+pub fn order_binding() -> Arc<Binding> {
+    bind(&config(), &orders(), &["id"])
+}
+
+/// The insert of [`ORDER_456`] as the source hands it over.
+pub fn order_456_insert() -> Change {
+    let orders = orders();
+    change(
+        &orders,
+        ChangeKind::Insert,
+        0,
+        None,
+        Some(row(&orders, &ORDER_456)),
+    )
+}
+
 /// Order 456 of tenant 123 as the story creates it.
 pub const ORDER_456: [&str; 7] = [
     "456",

@@ -117,6 +117,9 @@ pub enum PipelineError {
     /// The operator alerts could not be started.
     #[error(transparent)]
     Alerts(#[from] AlertError),
+    /// An event could not be encoded (Avro: a refused schema, a value that fits no schema).
+    #[error(transparent)]
+    Encode(crate::codec::EncodeError),
 }
 
 impl PipelineError {
@@ -302,12 +305,8 @@ pub fn topics(config: &Config) -> Result<Vec<String>, BuildError> {
 /// Runs the pipeline until `cancel` fires (then drains and confirms) or an error stops it
 /// (then nothing past the failure is confirmed).
 pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummary, PipelineError> {
-    if config.format == crate::config::Format::Avro {
-        // Producing JSON under a configured Avro format would break every consumer.
-        return Err(PipelineError::Unsupported(
-            "format: avro is not implemented yet; use format: json".to_owned(),
-        ));
-    }
+    let encoder = crate::codec::Encoder::for_config(config)
+        .map_err(|e| PipelineError::Unsupported(format!("format avro: {e}")))?;
     let settings = SourceSettings::from_config(config);
     let (sink, reports) = KafkaSink::new(sink_settings(config))?;
     let sink = Arc::new(sink);
@@ -400,6 +399,7 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
         failure: failure.clone(),
         unknown_priority_reported: std::collections::HashSet::new(),
         metrics: PipelineMetrics::new(),
+        encoder,
     };
     let outcome = source.run(&mut reader, &cancel, &failure).await;
 

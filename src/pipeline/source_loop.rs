@@ -19,7 +19,7 @@ use super::dead_letter::{Cause, DeadLetters};
 use super::dispatch::{Outgoing, SharedLanes};
 use super::{change_type_of, now_rfc3339, PipelineError, RecordTag, RunSummary, SharedWatermark};
 use crate::checkpoint::{Watermark, WatermarkError};
-use crate::codec::{dead_letter_record, encode_json, DeadLetter};
+use crate::codec::{dead_letter_record, DeadLetter, EncodeError, Encoder};
 use crate::config::Priority;
 use crate::error::Disposition;
 use crate::event::build_events;
@@ -63,6 +63,8 @@ pub(super) struct SourceLoop {
     pub unknown_priority_reported: std::collections::HashSet<String>,
     /// The metric handles, per entity resolved once.
     pub metrics: PipelineMetrics,
+    /// JSON or Avro (with the Schema Registry).
+    pub encoder: Encoder,
 }
 
 impl SourceLoop {
@@ -237,6 +239,18 @@ impl SourceLoop {
                                 "priority column holds a value that is no priority; the entity's default is used (reported once per entity)");
                         }
                     }
+                    // Encoded before the watermark hears of it: an event that cannot be
+                    // encoded (registry refusal, stop while the registry is down) leaves
+                    // its transaction open, so nothing from it on is confirmed.
+                    let mut record = match self
+                        .encoder
+                        .encode(&binding, &change, &event, &self.stop)
+                        .await
+                    {
+                        Ok(record) => record,
+                        Err(EncodeError::Cancelled) => return Ok(()),
+                        Err(e) => return Err(PipelineError::Encode(e)),
+                    };
                     let tag = RecordTag {
                         events: Some(Arc::clone(&handles)),
                         latency: self.metrics.latency(event.priority),
@@ -247,8 +261,9 @@ impl SourceLoop {
                         t.records.insert(position, tag);
                         Ok::<_, WatermarkError>(position)
                     })?;
+                    record.position = position;
                     let outgoing = Outgoing {
-                        record: encode_json(&event, position),
+                        record,
                         events: Some(handles),
                     };
                     if !self.enqueue(reader, event.priority, outgoing).await {

@@ -89,6 +89,56 @@ pub async fn primary_key(
     }
 }
 
+/// A table's oid and the columns pgoutput sends for it, `(name, type oid, typmod)` in
+/// attnum order: live, non-generated columns (PostgreSQL 15 does not publish generated
+/// ones), as a Relation message would list them.
+pub async fn table_columns(
+    client: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<(u32, Vec<(String, u32, i32)>), CatalogError> {
+    let rows = client
+        .query(
+            "SELECT c.oid, a.attname::text, a.atttypid, a.atttypmod
+             FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+                  AND NOT a.attisdropped AND a.attgenerated = ''
+             WHERE n.nspname = $1 AND c.relname = $2
+             ORDER BY a.attnum",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(SqlError::query(format!(
+            "reading the columns of {}",
+            TableRef::new(schema, table)
+        )))?;
+    let not_found = || CatalogError::TableNotFound {
+        table: TableRef::new(schema, table),
+    };
+    let oid: u32 = rows
+        .first()
+        .ok_or_else(not_found)?
+        .try_get(0)
+        .map_err(SqlError::query("decoding a table oid"))?;
+    let mut columns = Vec::with_capacity(rows.len());
+    for row in rows {
+        let decode = || {
+            SqlError::query(format!(
+                "decoding a column of {}",
+                TableRef::new(schema, table)
+            ))
+        };
+        let name: Option<String> = row.try_get(1).map_err(decode())?;
+        let type_oid: Option<u32> = row.try_get(2).map_err(decode())?;
+        let typmod: Option<i32> = row.try_get(3).map_err(decode())?;
+        if let (Some(name), Some(type_oid), Some(typmod)) = (name, type_oid, typmod) {
+            columns.push((name, type_oid, typmod));
+        }
+    }
+    Ok((oid, columns))
+}
+
 /// What the value decoder needs to know about one type.
 ///
 /// Callers resolve recursively: a domain's base type, an array's element type, and so on.

@@ -561,7 +561,7 @@ fn decode_text(
 /// Resolves type OIDs to [`PgType`]s: built-ins from a table, the rest (enums, domains,
 /// arrays of them, extension types) from the catalog, cached by OID until a Type message
 /// says the type changed.
-struct TypeResolver {
+pub(crate) struct TypeResolver {
     client: tokio_postgres::Client,
     cache: HashMap<u32, PgType>,
 }
@@ -570,7 +570,7 @@ struct TypeResolver {
 const MAX_TYPE_DEPTH: usize = 16;
 
 impl TypeResolver {
-    fn new(client: tokio_postgres::Client) -> Self {
+    pub(crate) fn new(client: tokio_postgres::Client) -> Self {
         TypeResolver {
             client,
             cache: HashMap::new(),
@@ -582,7 +582,11 @@ impl TypeResolver {
         debug!(oid, "type described again; cached types dropped");
     }
 
-    async fn resolve(&mut self, oid: u32, typmod: i32) -> Result<PgType, catalog::CatalogError> {
+    pub(crate) async fn resolve(
+        &mut self,
+        oid: u32,
+        typmod: i32,
+    ) -> Result<PgType, catalog::CatalogError> {
         if let Some(builtin) = PgType::builtin(oid, typmod) {
             return Ok(builtin);
         }
@@ -626,7 +630,10 @@ impl TypeResolver {
                 base: Box::new(base),
             }
         } else if info.typtype == 'e' {
-            PgType::Enum { name }
+            PgType::Enum {
+                name,
+                labels: info.enum_labels.clone(),
+            }
         } else if let Some(element_oid) = info.element_oid.filter(|_| info.typcategory == 'A') {
             // An array column carries the array type's typmod, which applies to its elements.
             let element = Box::pin(self.lookup(element_oid, typmod, depth + 1)).await?;

@@ -42,6 +42,12 @@ pub const REPLICATION_LAG_SECONDS: &str = "entity_cdc_replication_lag_seconds";
 pub const RECONNECTS: &str = "entity_cdc_replication_reconnects_total";
 /// Events whose priority column held no priority name, by entity.
 pub const UNKNOWN_PRIORITIES: &str = "entity_cdc_unknown_priorities_total";
+/// Schema registrations asked of the Schema Registry (cache misses), by entity and outcome
+/// (`registered`, `incompatible`, `unavailable`, `refused`).
+pub const SCHEMA_REGISTRATIONS: &str = "entity_cdc_schema_registrations_total";
+/// Columns encoded in their text form because their type has no Avro mapping, by entity
+/// (counted once per column and schema, not per event).
+pub const TEXT_FALLBACK_COLUMNS: &str = "entity_cdc_text_fallback_columns_total";
 
 /// Events waiting in a lane, by lane.
 pub const LANE_DEPTH: &str = "entity_cdc_lane_depth_events";
@@ -79,6 +85,8 @@ pub const ALL: &[&str] = &[
     REPLICATION_LAG_SECONDS,
     RECONNECTS,
     UNKNOWN_PRIORITIES,
+    SCHEMA_REGISTRATIONS,
+    TEXT_FALLBACK_COLUMNS,
     LANE_DEPTH,
     LANE_BYTES,
     LANE_DISPATCHES,
@@ -150,6 +158,8 @@ fn describe() {
         describe_gauge!(REPLICATION_LAG_SECONDS, Unit::Seconds, "Now minus the commit time of the oldest transaction not yet acknowledged; 0 when nothing is pending.");
         describe_counter!(RECONNECTS, Unit::Count, "Replication connections re-established.");
         describe_counter!(UNKNOWN_PRIORITIES, Unit::Count, "Events whose priority column held no priority name.");
+        describe_counter!(SCHEMA_REGISTRATIONS, Unit::Count, "Schema registrations asked of the Schema Registry, by outcome.");
+        describe_counter!(TEXT_FALLBACK_COLUMNS, Unit::Count, "Columns encoded as text for lack of an Avro mapping.");
         describe_gauge!(LANE_DEPTH, Unit::Count, "Events waiting in a lane.");
         describe_gauge!(LANE_BYTES, Unit::Bytes, "Encoded bytes waiting in a lane.");
         describe_counter!(LANE_DISPATCHES, Unit::Count, "Records handed from a lane to the producer.");

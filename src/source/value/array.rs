@@ -435,6 +435,7 @@ mod tests {
         let moods = PgType::Array {
             element: Box::new(PgType::Enum {
                 name: "case10.Mood".to_owned(),
+                labels: Vec::new(),
             }),
             delimiter: b',',
         };

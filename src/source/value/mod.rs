@@ -769,6 +769,7 @@ mod tests {
     fn case_10_enums_and_domains() {
         let mood = PgType::Enum {
             name: "case10.Mood".to_owned(),
+            labels: Vec::new(),
         };
         let moods = PgType::Array {
             element: Box::new(mood.clone()),

@@ -60,6 +60,9 @@ pub enum PgType {
     Enum {
         /// The enum's type name.
         name: String,
+        /// Its labels in `enumsortorder` order, as the catalog had them when the type was
+        /// resolved (the Avro schema lists them as metadata, CASE-10).
+        labels: Vec<String>,
     },
     /// An array; PostgreSQL does not enforce the declared number of dimensions.
     Array {
@@ -247,7 +250,7 @@ impl PgType {
             PgType::Json => "json".to_owned(),
             PgType::Jsonb => "jsonb".to_owned(),
             PgType::Bytea => "bytea".to_owned(),
-            PgType::Enum { name } | PgType::Domain { name, .. } | PgType::Other { name } => {
+            PgType::Enum { name, .. } | PgType::Domain { name, .. } | PgType::Other { name } => {
                 name.clone()
             }
             PgType::Array { element, .. } => format!("{}[]", element.name()),
