@@ -103,6 +103,7 @@ impl Webhook {
     /// A client for the configured URL, with connect and request timeouts.
     pub(super) fn new(config: &WebhookConfig, timeout: Duration) -> Result<Webhook, AlertError> {
         let url = config.url.clone().ok_or(AlertError::MissingWebhookUrl)?;
+        crate::codec::avro::registry::install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
             .timeout(timeout)
