@@ -252,7 +252,7 @@ fn event(
     Ok(EntityEvent {
         key: format!("{}:{}", json_text(&tenant_id), entity_id),
         topic: topic_name(entity, change_type)?,
-        event_type: format!("{}{}", entity.name, change_type.past()),
+        event_type: [entity.name.as_str(), change_type.past()].concat(),
         entity_type: entity.name.clone(),
         timestamp: commit_time_rfc3339(change.commit_ts),
         correlation_id: context.and_then(|c| c.correlation_id.clone()),
