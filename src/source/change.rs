@@ -50,7 +50,8 @@ impl Relation {
     /// bound is not PostgreSQL's default 1 gets a `<column>__lbound` sidecar, since JSON
     /// arrays cannot say where they start (CASE-09).
     pub fn row_json(&self, row: &Row) -> (serde_json::Value, Vec<String>) {
-        let mut object = serde_json::Map::new();
+        // Sized for every column up front: growing the map rehashes it.
+        let mut object = serde_json::Map::with_capacity(row.len());
         let mut missing = Vec::new();
         for (column, value) in self.columns.iter().zip(row) {
             match value.to_json() {
