@@ -14,7 +14,9 @@ use entity_cdc::config::Config;
 use entity_cdc::pipeline::{self, PipelineError, RunSummary};
 use entity_cdc::source::{setup, sql, Lsn};
 use entity_cdc_integration::story::STORY_ENTITIES;
-use entity_cdc_integration::{ConsumedRecord, KafkaBroker, PgServer, SchemaRegistry};
+use entity_cdc_integration::{
+    ConsumedRecord, KafkaBroker, PgServer, PgServerOptions, SchemaRegistry,
+};
 use serde_json::{json, Value as Json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,9 +38,21 @@ struct Env {
 
 impl Env {
     async fn start(ddl: &str, entities: &str) -> Env {
+        Env::start_with(ddl, entities, &[]).await
+    }
+
+    /// With these server settings on top of the integration defaults.
+    async fn start_with(ddl: &str, entities: &str, settings: &[(&str, &str)]) -> Env {
         // The tests' own HTTP client needs it as much as the connector's.
         entity_cdc::codec::avro::registry::install_crypto_provider();
-        let pg = PgServer::start().expect("starting postgres");
+        let pg = PgServer::start_with(PgServerOptions {
+            settings: settings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            ..PgServerOptions::default()
+        })
+        .expect("starting postgres");
         let db = pg.create_database("app").expect("creating database app");
         pg.psql_db(&db, ddl).expect("creating the tables");
         let broker = KafkaBroker::start().expect("starting tansu");
@@ -111,6 +125,11 @@ entities:{entities}",
         );
         text.parse()
             .unwrap_or_else(|e| panic!("confirmed_flush_lsn {text:?}: {e}"))
+    }
+
+    /// The pid of the walsender streaming the slot.
+    fn walsender_pid(&self) -> String {
+        self.sql("select active_pid from pg_replication_slots where slot_name = 'entity_cdc'")
     }
 
     async fn run(&self) -> Running {
@@ -587,21 +606,30 @@ async fn schema_evolution_and_an_incompatible_change() {
 
 /// The registry is down when the first event needs its schema: the pipeline retries and
 /// confirms nothing past the event; once the registry answers on its address again, the
-/// event goes out.
+/// event goes out. The outage lasts three times the server's `wal_sender_timeout`: the
+/// source keeps sending status updates while it waits, so the replication connection
+/// stays up (the same walsender before and after).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_that_is_down_is_retried_while_nothing_is_confirmed() {
-    let mut env = Env::start(STORY_DDL, STORY_ENTITIES).await;
+    let mut env = Env::start_with(STORY_DDL, STORY_ENTITIES, &[("wal_sender_timeout", "1s")]).await;
     let addr = env.registry.as_ref().expect("registry").addr();
     env.registry = None;
     let running = env.run().await;
+    let walsender = env.walsender_pid();
     let before: Lsn = env.sql("select pg_current_wal_lsn()").parse().expect("lsn");
     env.sql("insert into public.orders (id, tenant_id, status) values (1, 7, 'NEW')");
-    // Several status intervals (200 ms) and retries pass while the registry is down.
+    // Several status intervals (200 ms), retries and wal_sender_timeouts pass while the
+    // registry is down.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let confirmed = env.confirmed_flush();
     assert!(
         confirmed <= before,
         "confirmed {confirmed} passed the unencoded event (WAL was at {before} before it)"
+    );
+    assert_eq!(
+        env.walsender_pid(),
+        walsender,
+        "the replication connection was dropped while the registry was down"
     );
     env.registry = Some(
         SchemaRegistry::start_on(addr)

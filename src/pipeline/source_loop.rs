@@ -2,8 +2,9 @@
 //! builds their events, encodes them (a single call, before the lanes) and queues them in
 //! their lanes.
 //!
-//! When a lane is full it stops reading WAL (PostgreSQL keeps it) and waits for room, but
-//! it keeps the replication connection alive meanwhile: a standby status update goes out
+//! When a lane is full it stops reading WAL (PostgreSQL keeps it) and waits for room, and
+//! when the Schema Registry is down it waits for it, but it keeps the replication
+//! connection alive meanwhile: a standby status update goes out
 //! every status interval, so the server's `wal_sender_timeout` never fires however long
 //! the wait (an unread keepalive asking for a reply is answered by that update, since any
 //! status update counts as the reply).
@@ -242,11 +243,25 @@ impl SourceLoop {
                     // Encoded before the watermark hears of it: an event that cannot be
                     // encoded (registry refusal, stop while the registry is down) leaves
                     // its transaction open, so nothing from it on is confirmed.
-                    let mut record = match self
-                        .encoder
-                        .encode(&binding, &change, &event, &self.stop)
-                        .await
-                    {
+                    // Encoding may wait for the Schema Registry (retried with backoff
+                    // while it is down): status updates keep the replication connection
+                    // alive meanwhile, as while waiting for room in a lane.
+                    let encoded = {
+                        let encoding = self.encoder.encode(&binding, &change, &event, &self.stop);
+                        tokio::pin!(encoding);
+                        let mut status_at = tokio::time::Instant::now() + self.status_interval;
+                        loop {
+                            tokio::select! {
+                                biased;
+                                result = &mut encoding => break result,
+                                () = tokio::time::sleep_until(status_at) => {
+                                    status_update(reader, &self.watermark).await;
+                                    status_at = tokio::time::Instant::now() + self.status_interval;
+                                }
+                            }
+                        }
+                    };
+                    let mut record = match encoded {
                         Ok(record) => record,
                         Err(EncodeError::Cancelled) => return Ok(()),
                         Err(e) => return Err(PipelineError::Encode(e)),
@@ -394,12 +409,7 @@ impl SourceLoop {
     /// Sends a status update while the source is not reading (any status update answers a
     /// keepalive that asked for a reply), with what the watermark confirms now.
     async fn send_status(&self, reader: &mut ChangeReader) {
-        // Acknowledgements may have moved the watermark meanwhile.
-        reader.stream().confirm(self.watermark.confirmed());
-        if let Err(e) = reader.stream().send_status().await {
-            // The next read notices the lost connection and reconnects.
-            warn!(error = %e, "status update while waiting failed");
-        }
+        status_update(reader, &self.watermark).await;
     }
 
     /// Queues `outgoing` in the lane of `priority`, waiting for room while the lane is full
@@ -434,5 +444,16 @@ impl SourceLoop {
         }
         self.abandoned += 1;
         false
+    }
+}
+
+/// Sends a status update with what `watermark` confirms now: while the source is not
+/// reading, any status update answers a keepalive that asked for a reply.
+async fn status_update(reader: &mut ChangeReader, watermark: &SharedWatermark) {
+    // Acknowledgements may have moved the watermark meanwhile.
+    reader.stream().confirm(watermark.confirmed());
+    if let Err(e) = reader.stream().send_status().await {
+        // The next read notices the lost connection and reconnects.
+        warn!(error = %e, "status update while waiting failed");
     }
 }
