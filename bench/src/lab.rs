@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use entity_cdc_integration::registry::SchemaRegistry;
 use entity_cdc_integration::{KafkaBroker, PgServer, PgServerOptions};
 
 use crate::supervision::{check_cancelled, Supervised, POLL};
@@ -22,8 +23,13 @@ pub const DATABASE: &str = "bench";
 /// The publication every pass reads.
 pub const PUBLICATION: &str = "bench";
 
-/// PostgreSQL, the broker, a working folder, and a connection for the harness's queries.
+/// PostgreSQL, the broker, the Schema Registry stand-in (for `run-avro`), a working folder,
+/// and a connection for the harness's queries.
 pub struct Lab {
+    /// The integration crate's registry, served by this process's runtime: what it costs
+    /// (little: the connector registers each schema once and caches its id) is not the
+    /// connector's.
+    registry: SchemaRegistry,
     client: tokio_postgres::Client,
     /// Replaced by [`Lab::restart_broker`]; never locked across an await.
     broker: std::sync::Mutex<KafkaBroker>,
@@ -75,7 +81,11 @@ impl Lab {
             .batch_execute(workload::SCHEMA)
             .await
             .context("creating the orders table and the publication")?;
+        let registry = SchemaRegistry::start()
+            .await
+            .context("starting the Schema Registry stand-in")?;
         Ok(Lab {
+            registry,
             client,
             broker: std::sync::Mutex::new(broker),
             pg,
@@ -92,6 +102,11 @@ impl Lab {
     /// PostgreSQL's programs.
     pub fn pg_bin(&self) -> &Path {
         self.pg.bin_dir()
+    }
+
+    /// The Schema Registry's URL.
+    pub fn registry_url(&self) -> String {
+        self.registry.url()
     }
 
     /// The broker's process id (None for an external broker).

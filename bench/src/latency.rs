@@ -19,7 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::lab::Lab;
-use crate::pass::{histogram_quantile, metric_sum, Connector, PassEnv};
+use crate::pass::{histogram_quantile, metric_sum, Connector, PassEnv, Setup};
 use crate::process_stats;
 use crate::supervision::{cancelled, check_cancelled};
 use crate::workload::{self, LATENCY_RATE};
@@ -63,7 +63,7 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
     lab.create_slot(&slot).await?;
     let prefix = format!("bench.latency{run}");
     let topic = format!("{prefix}.order.created");
-    let connector = Connector::start(env, &slot, &prefix)?;
+    let connector = Connector::start(env, &slot, &prefix, &Setup::default())?;
     // Ready once the endpoint answers and the slot streams: topics exist by then.
     lab.wait_until(
         "entity-cdc run streaming",
@@ -170,8 +170,9 @@ async fn write_at_rate(lab: &Lab, seconds: u64) -> Result<u64> {
 }
 
 /// Reads `topic` from the beginning until `target` records arrived (the target is set
-/// once the writer finished), returning each record's latency in milliseconds.
-fn consume(
+/// once the writer finished), returning each record's latency in milliseconds. The first
+/// record (the warm-up) is awaited, then `ready` is set; it is not measured.
+pub fn consume(
     bootstrap: &str,
     topic: &str,
     target: &AtomicU64,

@@ -10,6 +10,7 @@
 mod lab;
 mod latency;
 mod pass;
+mod priority;
 mod process_stats;
 mod report;
 mod supervision;
@@ -22,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use crate::lab::Lab;
-use crate::pass::{PassEnv, Variant, VARIANTS};
+use crate::pass::{PassEnv, Scheduling, Variant, VARIANTS};
 use crate::report::{Results, VariantResult, WorkloadResult};
 use crate::supervision::Interrupted;
 use crate::workload::{Sizes, WORKLOADS};
@@ -38,7 +39,8 @@ struct Args {
     /// Measured runs of each pass; figures are the median with min and max.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
-    /// Only these workloads (a, b, c, latency) and/or readers (ceiling, tail, run-json),
+    /// Only these workloads (a, b, c, latency, priority) and/or readers (ceiling, tail,
+    /// run-json, run-avro),
     /// comma-separated. The ceiling always runs with a throughput workload: the ratios
     /// need it.
     #[arg(long, value_delimiter = ',')]
@@ -52,7 +54,7 @@ struct Args {
 }
 
 /// Names `--only` accepts.
-const WORKLOAD_NAMES: &[&str] = &["a", "b", "c", "latency"];
+const WORKLOAD_NAMES: &[&str] = &["a", "b", "c", "latency", "priority"];
 
 /// What `--only` selected.
 struct Selection {
@@ -303,6 +305,37 @@ async fn measure(
                 latency.max
             );
             results.latency.push(latency);
+        }
+    }
+    if selection.workload("priority") {
+        results.priority_setup = format!(
+            "a BULK import of {} orders in transactions of {} rows (as fast as PostgreSQL \
+             writes them) while one order is updated to CRITICAL once a second, from the \
+             import's start until Kafka acknowledged all of it; NORMAL and BULK lanes of {} \
+             events and 32 MiB each, no rate limit, the default producer in-flight window \
+             (1,000 records); `streaming.scheduling: weighted` (the lanes) then `fifo` (every \
+             event in one lane, in commit order) in each run. Latency: commit time to \
+             receipt by a consumer of the CRITICAL events' topic.",
+            sizes.priority_rows,
+            priority::IMPORT_BATCH,
+            pass::PRIORITY_LANE_CAPACITY
+        );
+        for run in 0..runs {
+            for scheduling in [Scheduling::Weighted, Scheduling::Fifo] {
+                let measured = priority::run(&env, run, sizes.priority_rows, scheduling).await?;
+                eprintln!(
+                    "bench: priority run {} {}: {} CRITICAL events, p50 {:.1} ms, p99 {:.1} ms, \
+                     max {:.1} ms; import acknowledged after {:.1} s",
+                    run + 1,
+                    scheduling.name(),
+                    measured.critical.events,
+                    measured.critical.p50,
+                    measured.critical.p99,
+                    measured.critical.max,
+                    measured.drain_seconds
+                );
+                results.priority.push(measured);
+            }
         }
     }
     Ok(results)

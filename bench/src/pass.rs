@@ -31,11 +31,17 @@ pub enum Variant {
     Tail,
     /// `entity-cdc run` with `format: json` to the broker, until Kafka acknowledged all.
     RunJson,
+    /// `entity-cdc run` with `format: avro` and the lab's Schema Registry.
+    RunAvro,
 }
 
 /// The variants measured on each throughput workload, in the order they run within a run.
-/// `run-avro` joins here once the Avro encoder is merged (a variant and its config line).
-pub const VARIANTS: &[Variant] = &[Variant::Ceiling, Variant::Tail, Variant::RunJson];
+pub const VARIANTS: &[Variant] = &[
+    Variant::Ceiling,
+    Variant::Tail,
+    Variant::RunJson,
+    Variant::RunAvro,
+];
 
 impl Variant {
     /// Its name in `--only` and the report.
@@ -44,6 +50,7 @@ impl Variant {
             Variant::Ceiling => "ceiling",
             Variant::Tail => "tail",
             Variant::RunJson => "run-json",
+            Variant::RunAvro => "run-avro",
         }
     }
 }
@@ -101,7 +108,7 @@ pub async fn run(
             read_to_end(env, cmd, "pg_recvlogical", slot, changes).await
         }
         Variant::Tail => {
-            let config = write_config(env.lab, slot, "bench.tail", None)?;
+            let config = write_config(env.lab, slot, "bench.tail", None, &Setup::default())?;
             let mut cmd = Command::new(env.entity_cdc);
             cmd.arg("--config")
                 .arg(&config)
@@ -110,7 +117,15 @@ pub async fn run(
         }
         Variant::RunJson => {
             env.lab.restart_broker().await?;
-            run_connector(env, slot, changes).await
+            run_connector(env, slot, changes, &Setup::default()).await
+        }
+        Variant::RunAvro => {
+            env.lab.restart_broker().await?;
+            let setup = Setup {
+                avro: true,
+                ..Setup::default()
+            };
+            run_connector(env, slot, changes, &setup).await
         }
     }
 }
@@ -205,9 +220,14 @@ impl BrokerCpu {
 
 /// `entity-cdc run` until Kafka acknowledged `changes` events (polled on /metrics), then
 /// SIGTERM. CPU and RSS are read from /proc at that moment, before the shutdown.
-async fn run_connector(env: &PassEnv<'_>, slot: &str, changes: u64) -> Result<Measurement> {
+async fn run_connector(
+    env: &PassEnv<'_>,
+    slot: &str,
+    changes: u64,
+    setup: &Setup,
+) -> Result<Measurement> {
     let broker = BrokerCpu::start(env.lab);
-    let mut connector = Connector::start(env, slot, "bench.run")?;
+    let mut connector = Connector::start(env, slot, "bench.run", setup)?;
     let start = connector.started;
     let mut walsender = WalsenderCpu::default();
     let mut next_metrics = Instant::now();
@@ -258,9 +278,14 @@ pub struct Connector {
 
 impl Connector {
     /// Starts `entity-cdc run` on `slot`, producing under `topic_prefix`.
-    pub fn start(env: &PassEnv<'_>, slot: &str, topic_prefix: &str) -> Result<Connector> {
+    pub fn start(
+        env: &PassEnv<'_>,
+        slot: &str,
+        topic_prefix: &str,
+        setup: &Setup,
+    ) -> Result<Connector> {
         let listen = format!("127.0.0.1:{}", entity_cdc_integration::pg::free_port()?);
-        let config = write_config(env.lab, slot, topic_prefix, Some(&listen))?;
+        let config = write_config(env.lab, slot, topic_prefix, Some(&listen), setup)?;
         let log = env.lab.work_dir().join(format!("{slot}.log"));
         let log_file = std::fs::File::create(&log).context("creating the connector's log")?;
         let mut cmd = Command::new(env.entity_cdc);
@@ -390,16 +415,69 @@ pub fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
         .map(|(le, _)| *le)
 }
 
+/// How a pass's connector differs from the default one (JSON, default lanes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup {
+    /// `format: avro` with the lab's Schema Registry, rather than JSON.
+    pub avro: bool,
+    /// Lanes for the priority workload: `streaming.scheduling` and equal bounds for the
+    /// NORMAL and BULK lanes (FIFO puts every event in one lane with NORMAL's bounds).
+    pub priority: Option<Scheduling>,
+}
+
+/// `streaming.scheduling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduling {
+    /// The priority lanes with their weights.
+    Weighted,
+    /// Every event in one lane, in commit order.
+    Fifo,
+}
+
+impl Scheduling {
+    /// Its value in connector.yaml and its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheduling::Weighted => "weighted",
+            Scheduling::Fifo => "fifo",
+        }
+    }
+}
+
+/// Events a NORMAL or BULK lane holds in the priority workload, at most (and 32 MiB).
+pub const PRIORITY_LANE_CAPACITY: u64 = 50_000;
+
 /// A connector.yaml for one pass: its own slot, the Order entity of the story under
-/// `topic_prefix`, telemetry on `listen` (run) or none (tail).
+/// `topic_prefix`, telemetry on `listen` (run) or none (tail), and `setup`'s format and
+/// lanes.
 fn write_config(
     lab: &Lab,
     slot: &str,
     topic_prefix: &str,
     listen: Option<&str>,
+    setup: &Setup,
 ) -> Result<std::path::PathBuf> {
     let telemetry = listen
         .map(|addr| format!("telemetry:\n  listen: {addr}\n"))
+        .unwrap_or_default();
+    let format = if setup.avro {
+        format!(
+            "format: avro\nschemaRegistry:\n  url: {}\n",
+            lab.registry_url()
+        )
+    } else {
+        "format: json\n".to_owned()
+    };
+    let streaming = setup
+        .priority
+        .map(|scheduling| {
+            format!(
+                "streaming:\n  scheduling: {}\n  lanes:\n    \
+                 NORMAL: {{ capacity: {PRIORITY_LANE_CAPACITY}, maxBytes: 33554432 }}\n    \
+                 BULK: {{ capacity: {PRIORITY_LANE_CAPACITY}, maxBytes: 33554432 }}\n",
+                scheduling.name()
+            )
+        })
         .unwrap_or_default();
     let text = format!(
         "source:
@@ -420,8 +498,7 @@ kafka:
     replicationFactor: 1
   librdkafka:
     linger.ms: \"5\"
-format: json
-{telemetry}entities:
+{format}{streaming}{telemetry}entities:
   - name: Order
     table: public.orders
     tenantColumn: tenant_id

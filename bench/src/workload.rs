@@ -21,6 +21,8 @@ pub struct Sizes {
     pub pgbench_transactions: u64,
     /// Seconds of the steady-rate latency workload.
     pub latency_seconds: u64,
+    /// Rows of the priority workload's BULK import.
+    pub priority_rows: u64,
 }
 
 impl Sizes {
@@ -30,6 +32,7 @@ impl Sizes {
         rows: 1_000_000,
         pgbench_transactions: 200_000,
         latency_seconds: 20,
+        priority_rows: 500_000,
     };
 
     /// Small sizes for developing the harness and for its smoke test.
@@ -37,6 +40,7 @@ impl Sizes {
         rows: 20_000,
         pgbench_transactions: 10_000,
         latency_seconds: 5,
+        priority_rows: 50_000,
     };
 }
 
