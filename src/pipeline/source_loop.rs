@@ -9,7 +9,10 @@
 //! the wait (an unread keepalive asking for a reply is answered by that update, since any
 //! status update counts as the reply).
 
+use std::future::{poll_fn, Future as _};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde_json::json;
@@ -247,16 +250,25 @@ impl SourceLoop {
                     // while it is down): status updates keep the replication connection
                     // alive meanwhile, as while waiting for room in a lane.
                     let encoded = {
-                        let encoding = self.encoder.encode(&binding, &change, &event, &self.stop);
-                        tokio::pin!(encoding);
-                        let mut status_at = tokio::time::Instant::now() + self.status_interval;
-                        loop {
-                            tokio::select! {
-                                biased;
-                                result = &mut encoding => break result,
-                                () = tokio::time::sleep_until(status_at) => {
-                                    status_update(reader, &self.watermark).await;
-                                    status_at = tokio::time::Instant::now() + self.status_interval;
+                        let mut encoding =
+                            pin!(self.encoder.encode(&binding, &change, &event, &self.stop));
+                        // Polled once first: almost always ready (JSON, a cached schema id),
+                        // and then no timer is set up for the event.
+                        match poll_fn(|cx| Poll::Ready(encoding.as_mut().poll(cx))).await {
+                            Poll::Ready(result) => result,
+                            Poll::Pending => {
+                                let mut status_at =
+                                    tokio::time::Instant::now() + self.status_interval;
+                                loop {
+                                    tokio::select! {
+                                        biased;
+                                        result = &mut encoding => break result,
+                                        () = tokio::time::sleep_until(status_at) => {
+                                            status_update(reader, &self.watermark).await;
+                                            status_at = tokio::time::Instant::now()
+                                                + self.status_interval;
+                                        }
+                                    }
                                 }
                             }
                         }

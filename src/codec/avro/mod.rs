@@ -11,6 +11,7 @@ pub mod export;
 pub mod names;
 pub mod registry;
 pub mod schema;
+pub mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -91,6 +92,8 @@ struct EntityState {
     schema: Arc<EntitySchema>,
     /// What changed from the previous relation, for messages; "the first schema" at start.
     change: String,
+    /// Value and key schema ids per topic, under this schema.
+    ids: HashMap<String, (u32, u32)>,
 }
 
 /// Encodes events as Avro, registering their schemas.
@@ -126,21 +129,14 @@ impl AvroEncoder {
         stop: &CancellationToken,
     ) -> Result<Record, AvroError> {
         let schema = self.schema_for(binding)?;
-        let value_subject = value_subject(self.strategy, &event.topic, &schema);
-        let value_id = self
-            .register(&event.entity_type, &value_subject, &schema.text, stop)
-            .await?;
-        let key_subject = format!("{}-key", event.topic);
-        let key_id = self
-            .register(&event.entity_type, &key_subject, KEY_SCHEMA, stop)
-            .await?;
+        let (value_id, key_id) = self.ids(binding, event, &schema, stop).await?;
         let value = encode::event_value(&schema, event, change)?;
         let avro_error = |e: apache_avro::Error| encode::ValueError::Avro {
             entity: event.entity_type.clone(),
             event_id: event.event_id.clone(),
             reason: e.to_string(),
         };
-        let body = datum(&schema.schema, value).map_err(avro_error)?;
+        let body = schema.writer.datum(&value).map_err(avro_error)?;
         let key_body = datum(
             &apache_avro::Schema::String,
             apache_avro::types::Value::String(event.key.clone()),
@@ -157,6 +153,38 @@ impl AvroEncoder {
             payload: Bytes::from(wire_format(value_id, &body)),
             position: event.position,
         })
+    }
+
+    /// The value and key schema ids of `event`'s topic: looked up by topic in the entity's
+    /// state (no allocation, no hashing of the schema text), registered on the first event
+    /// of each topic under each schema.
+    async fn ids(
+        &mut self,
+        binding: &Binding,
+        event: &EntityEvent,
+        schema: &EntitySchema,
+        stop: &CancellationToken,
+    ) -> Result<(u32, u32), AvroError> {
+        let name = &binding.entity.name;
+        if let Some(ids) = self
+            .entities
+            .get(name)
+            .and_then(|state| state.ids.get(&event.topic))
+        {
+            return Ok(*ids);
+        }
+        let value_subject = value_subject(self.strategy, &event.topic, schema);
+        let value_id = self
+            .register(&event.entity_type, &value_subject, &schema.text, stop)
+            .await?;
+        let key_subject = format!("{}-key", event.topic);
+        let key_id = self
+            .register(&event.entity_type, &key_subject, KEY_SCHEMA, stop)
+            .await?;
+        if let Some(state) = self.entities.get_mut(name) {
+            state.ids.insert(event.topic.clone(), (value_id, key_id));
+        }
+        Ok((value_id, key_id))
     }
 
     /// The entity's schema for the binding's relation, generated anew when the relation
@@ -191,6 +219,7 @@ impl AvroEncoder {
                 relation: binding.relation.clone(),
                 schema: schema.clone(),
                 change,
+                ids: HashMap::new(),
             },
         );
         Ok(schema)

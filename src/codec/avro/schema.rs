@@ -12,10 +12,12 @@
 //! the original kept (CASE-27).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value as Json};
 
 use crate::codec::avro::names::{avro_name, field_names, NameCollision};
+use crate::codec::avro::writer::DatumWriter;
 use crate::config::PayloadMode;
 use crate::model::{Binding, TenantSource};
 use crate::source::change::Relation;
@@ -296,8 +298,11 @@ pub struct EntitySchema {
     pub entity: String,
     /// The schema as registered (JSON text).
     pub text: String,
-    /// The parsed schema for encoding.
+    /// The parsed schema.
     pub schema: apache_avro::Schema,
+    /// Its writer, built once (resolving the schema's names per event was as costly as
+    /// writing the event).
+    pub writer: Arc<DatumWriter>,
     /// The envelope record's full name (the subject under the record strategy).
     pub full_name: String,
     /// The columns, in the relation's order.
@@ -367,10 +372,15 @@ pub fn entity_schema(binding: &Binding) -> Result<EntitySchema, SchemaError> {
         entity: entity.name.clone(),
         reason: e.to_string(),
     })?;
+    let writer = DatumWriter::of(schema.clone()).map_err(|e| SchemaError::Invalid {
+        entity: entity.name.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(EntitySchema {
         entity: entity.name.clone(),
         text,
         schema,
+        writer: Arc::new(writer),
         full_name: format!("{NAMESPACE}.{record_name}"),
         fields,
         key: binding.key.clone(),
