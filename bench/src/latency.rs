@@ -64,39 +64,10 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
     let prefix = format!("bench.latency{run}");
     let topic = format!("{prefix}.order.created");
     let connector = Connector::start(env, &slot, &prefix, &Setup::default())?;
-    // Ready once the endpoint answers and the slot streams: topics exist by then.
-    lab.wait_until(
-        "entity-cdc run streaming",
-        Duration::from_secs(60),
-        || async {
-            Ok(connector.metrics().await.is_some() && lab.walsender_pid(&slot).await?.is_some())
-        },
-    )
-    .await?;
-
-    let target = Arc::new(AtomicU64::new(u64::MAX));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ready = Arc::new(AtomicBool::new(false));
-    let bootstrap = lab.bootstrap();
-    let consumer = {
-        let (target, stop, ready, topic) =
-            (target.clone(), stop.clone(), ready.clone(), topic.clone());
-        std::thread::spawn(move || consume(&bootstrap, &topic, &target, &stop, &ready))
-    };
     // One warm-up row, awaited by the consumer: start-up costs (connections, metadata,
     // the producer's first batch) are not latency of the measured commits.
-    lab.sql(WARM_UP_ROW).await?;
-    let waited = lab
-        .wait_until(
-            "the latency consumer connected",
-            Duration::from_secs(30),
-            || async { Ok(ready.load(Ordering::SeqCst) || consumer.is_finished()) },
-        )
-        .await;
-    if let Err(e) = waited {
-        stop.store(true, Ordering::SeqCst);
-        return Err(e);
-    }
+    let consumer =
+        LatencyConsumer::start(lab, &connector, &slot, &topic, lab.sql(WARM_UP_ROW)).await?;
     let machine_before = process_stats::machine_ticks();
     let connector_before = process_stats::cpu_seconds(connector.pid());
     let wall = std::time::Instant::now();
@@ -104,23 +75,13 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
     let wall = wall.elapsed().as_secs_f64();
     let machine_after = process_stats::machine_ticks();
     let connector_after = process_stats::cpu_seconds(connector.pid());
-    let result = match written {
-        Ok(n) => {
-            target.store(n, Ordering::SeqCst);
-            let joined = tokio::task::spawn_blocking(move || consumer.join())
-                .await
-                .context("joining the consumer")?;
-            match joined {
-                Ok(latencies) => latencies,
-                Err(_) => bail!("the latency consumer panicked"),
-            }
-        }
+    let mut latencies = match written {
+        Ok(n) => consumer.finish(n).await?,
         Err(e) => {
-            stop.store(true, Ordering::SeqCst);
+            consumer.abort();
             return Err(e);
         }
     };
-    let mut latencies = result?;
     // In arrival order, a delay that grows and drains is queueing (the machine cannot keep
     // up); a flat one is a fixed cost on the path.
     let step = (latencies.len() / 20).max(1);
@@ -150,6 +111,86 @@ pub async fn run(env: &PassEnv<'_>, run: u32, seconds: u64) -> Result<Latency> {
     Ok(latency)
 }
 
+/// A consumer thread taking the latency of each record of a topic, started once the
+/// connector streams and the path is warm.
+pub struct LatencyConsumer {
+    target: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<Vec<f64>>>,
+}
+
+impl LatencyConsumer {
+    /// Waits until `connector` streams from `slot` (its topics exist by then), starts
+    /// consuming `topic` from the beginning, runs `warm_up` (a commit whose record is
+    /// awaited and not measured) and waits for that record.
+    pub async fn start(
+        lab: &Lab,
+        connector: &Connector,
+        slot: &str,
+        topic: &str,
+        warm_up: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<LatencyConsumer> {
+        lab.wait_until(
+            "entity-cdc run streaming",
+            Duration::from_secs(60),
+            || async {
+                Ok(connector.metrics().await.is_some() && lab.walsender_pid(slot).await?.is_some())
+            },
+        )
+        .await?;
+        let target = Arc::new(AtomicU64::new(u64::MAX));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (target, stop, ready) = (target.clone(), stop.clone(), ready.clone());
+            let (bootstrap, topic) = (lab.bootstrap(), topic.to_owned());
+            std::thread::spawn(move || consume(&bootstrap, &topic, &target, &stop, &ready))
+        };
+        let consumer = LatencyConsumer {
+            target,
+            stop,
+            thread,
+        };
+        let waited = match warm_up.await {
+            Ok(()) => {
+                lab.wait_until(
+                    "the latency consumer connected",
+                    Duration::from_secs(30),
+                    || async { Ok(ready.load(Ordering::SeqCst) || consumer.thread.is_finished()) },
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match waited {
+            Ok(()) => Ok(consumer),
+            Err(e) => {
+                consumer.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops the consumer without waiting for it.
+    pub fn abort(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for `expected` measured records (after the warm-up) and returns their
+    /// latencies in arrival order, ms.
+    pub async fn finish(self, expected: u64) -> Result<Vec<f64>> {
+        self.target.store(expected, Ordering::SeqCst);
+        let thread = self.thread;
+        match tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .context("joining the latency consumer")?
+        {
+            Ok(latencies) => latencies,
+            Err(_) => bail!("the latency consumer panicked"),
+        }
+    }
+}
+
 /// pgbench at [`LATENCY_RATE`] for `seconds`; returns how many rows it committed (the
 /// measured ones: all but the warm-up row).
 async fn write_at_rate(lab: &Lab, seconds: u64) -> Result<u64> {
@@ -172,7 +213,7 @@ async fn write_at_rate(lab: &Lab, seconds: u64) -> Result<u64> {
 /// Reads `topic` from the beginning until `target` records arrived (the target is set
 /// once the writer finished), returning each record's latency in milliseconds. The first
 /// record (the warm-up) is awaited, then `ready` is set; it is not measured.
-pub fn consume(
+fn consume(
     bootstrap: &str,
     topic: &str,
     target: &AtomicU64,

@@ -18,13 +18,12 @@
 //! for the source to read past them, in both modes (see docs/architecture.md); what the
 //! lanes save is the wait behind the events already read and queued.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::latency::{self, Latency};
+use crate::latency::{self, Latency, LatencyConsumer};
 use crate::pass::{metric_sum, Connector, PassEnv, Scheduling, Setup};
 use crate::supervision::check_cancelled;
 use crate::workload;
@@ -79,41 +78,8 @@ pub async fn run(
         priority: Some(scheduling),
     };
     let connector = Connector::start(env, &slot, &prefix, &setup)?;
-    lab.wait_until(
-        "entity-cdc run streaming",
-        Duration::from_secs(60),
-        || async {
-            Ok(connector.metrics().await.is_some() && lab.walsender_pid(&slot).await?.is_some())
-        },
-    )
-    .await?;
-
-    let target = Arc::new(AtomicU64::new(u64::MAX));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ready = Arc::new(AtomicBool::new(false));
-    let bootstrap = lab.bootstrap();
-    let consumer = {
-        let (target, stop, ready, topic) =
-            (target.clone(), stop.clone(), ready.clone(), topic.clone());
-        std::thread::spawn(move || latency::consume(&bootstrap, &topic, &target, &stop, &ready))
-    };
     // The warm-up: one CRITICAL update, awaited by the consumer, not measured.
-    let warm_up = escalate(lab, 0).await;
-    let waited = match warm_up {
-        Ok(()) => {
-            lab.wait_until(
-                "the priority consumer connected",
-                Duration::from_secs(30),
-                || async { Ok(ready.load(Ordering::SeqCst) || consumer.is_finished()) },
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = waited {
-        stop.store(true, Ordering::SeqCst);
-        return Err(e);
-    }
+    let consumer = LatencyConsumer::start(lab, &connector, &slot, &topic, escalate(lab, 0)).await?;
 
     let started = Instant::now();
     let import_done = AtomicBool::new(false);
@@ -131,18 +97,11 @@ pub async fn run(
     let (escalated, drain_seconds) = match (imported, escalated) {
         (Ok(()), Ok(done)) => done,
         (Err(e), _) | (_, Err(e)) => {
-            stop.store(true, Ordering::SeqCst);
+            consumer.abort();
             return Err(e);
         }
     };
-    target.store(escalated, Ordering::SeqCst);
-    let joined = tokio::task::spawn_blocking(move || consumer.join())
-        .await
-        .context("joining the priority consumer")?;
-    let mut latencies = match joined {
-        Ok(result) => result?,
-        Err(_) => bail!("the priority consumer panicked"),
-    };
+    let mut latencies = consumer.finish(escalated).await?;
     let critical = latency::summarize(&mut latencies);
     connector.stop().await?;
     lab.drop_slot(&slot).await?;
