@@ -14,4 +14,6 @@ scripts/install-deps.sh
 scripts/install-broker.sh
 
 cargo build --release --locked -p entity-cdc --bin entity-cdc -p entity-cdc-bench --bin entity-cdc-bench
-exec target/release/entity-cdc-bench --entity-cdc target/release/entity-cdc "$@"
+# Where cargo puts the build: target/ unless CARGO_TARGET_DIR says otherwise.
+release="${CARGO_TARGET_DIR:-target}/release"
+exec "$release/entity-cdc-bench" --entity-cdc "$release/entity-cdc" "$@"

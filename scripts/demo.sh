@@ -14,7 +14,8 @@ scripts/install-deps.sh
 scripts/install-broker.sh
 echo "== building entity-cdc" >&2
 cargo build --locked --quiet --bin entity-cdc
-bin="$root/target/debug/entity-cdc"
+# Where cargo puts the build: target/ unless CARGO_TARGET_DIR says otherwise.
+bin="${CARGO_TARGET_DIR:-$root/target}/debug/entity-cdc"
 tansu=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
 
 pg_bin=$(pg_config --bindir 2>/dev/null || true)
