@@ -27,7 +27,7 @@ use crate::codec::{dead_letter_record, DeadLetter, EncodeError, Encoder};
 use crate::config::Priority;
 use crate::error::Disposition;
 use crate::event::build_events;
-use crate::model::{EntityModel, TransactionContext, CONTEXT_PREFIX};
+use crate::model::{Binding, EntityModel, TransactionContext, CONTEXT_PREFIX};
 use crate::source::change::{Change, SourceEvent};
 use crate::source::reader::{ChangeReader, ReadItem, Undecodable};
 use crate::source::{catalog, Lsn};
@@ -276,6 +276,19 @@ impl SourceLoop {
                     let mut record = match encoded {
                         Ok(record) => record,
                         Err(EncodeError::Cancelled) => return Ok(()),
+                        // A value its schema cannot hold: the event goes to the dead-letter
+                        // topic with the reason, the others flow on.
+                        Err(EncodeError::Value(e)) => {
+                            self.dead_letter_change(
+                                reader,
+                                &binding,
+                                &change,
+                                Some(event.event_id.clone()),
+                                e.to_string(),
+                            )
+                            .await?;
+                            continue;
+                        }
                         Err(e) => return Err(PipelineError::Encode(e)),
                     };
                     let tag = RecordTag {
@@ -300,51 +313,70 @@ impl SourceLoop {
                 }
             }
             Err(e) if e.disposition() == Disposition::DeadLetter => {
-                let topic = crate::event::topic_name(&binding.entity, change_type_of(change.kind))
-                    .unwrap_or_default();
-                self.dead_letters.on_dead_lettered(
-                    Cause::Unbuildable,
-                    e.event_id(),
-                    &topic,
-                    &e.to_string(),
-                    0,
-                );
-                self.metrics
-                    .events(&binding.entity.name, change_type_of(change.kind))
-                    .dead_lettered
-                    .increment(1);
-                let letter = DeadLetter {
-                    event_id: e.event_id().map(str::to_owned),
-                    failure_reason: e.to_string(),
-                    failure_timestamp: now_rfc3339(),
-                    retry_count: 0,
-                    original: None,
-                    source: json!({
-                        "entity": binding.entity.name,
-                        "schema": change.relation.schema,
-                        "table": change.relation.name,
-                        "commitLsn": change.commit_lsn.to_string(),
-                        "index": change.index,
-                        "change": change.kind.as_str(),
-                    }),
-                };
-                let priority = binding
-                    .entity
-                    .streaming
-                    .default_priority
-                    .unwrap_or(Priority::Normal);
-                self.send_dead_letter(
+                self.dead_letter_change(
                     reader,
-                    priority,
-                    change.commit_lsn,
-                    change.commit_ts,
-                    &letter,
+                    &binding,
+                    &change,
+                    e.event_id().map(str::to_owned),
+                    e.to_string(),
                 )
                 .await?;
             }
             Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+
+    /// Dead-letters an event of `change` that cannot be built or encoded, with `reason`.
+    async fn dead_letter_change(
+        &mut self,
+        reader: &mut ChangeReader,
+        binding: &Binding,
+        change: &Change,
+        event_id: Option<String>,
+        reason: String,
+    ) -> Result<(), PipelineError> {
+        let topic = crate::event::topic_name(&binding.entity, change_type_of(change.kind))
+            .unwrap_or_default();
+        self.dead_letters.on_dead_lettered(
+            Cause::Unbuildable,
+            event_id.as_deref(),
+            &topic,
+            &reason,
+            0,
+        );
+        self.metrics
+            .events(&binding.entity.name, change_type_of(change.kind))
+            .dead_lettered
+            .increment(1);
+        let letter = DeadLetter {
+            event_id,
+            failure_reason: reason,
+            failure_timestamp: now_rfc3339(),
+            retry_count: 0,
+            original: None,
+            source: json!({
+                "entity": binding.entity.name,
+                "schema": change.relation.schema,
+                "table": change.relation.name,
+                "commitLsn": change.commit_lsn.to_string(),
+                "index": change.index,
+                "change": change.kind.as_str(),
+            }),
+        };
+        let priority = binding
+            .entity
+            .streaming
+            .default_priority
+            .unwrap_or(Priority::Normal);
+        self.send_dead_letter(
+            reader,
+            priority,
+            change.commit_lsn,
+            change.commit_ts,
+            &letter,
+        )
+        .await
     }
 
     async fn dead_letter_undecodable(

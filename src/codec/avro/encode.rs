@@ -129,7 +129,8 @@ pub fn event_value(
             payload: _,
         } => {
             let payload = row_value(new, &mut all())?;
-            let snapshot = full_snapshot.as_ref().map(|_| payload.clone());
+            // `fullSnapshot` is `["null", Row]` like `payload`: the row in its union branch.
+            let snapshot = full_snapshot.as_ref().map(|_| some(payload.clone()));
             (some(payload), null(), null(), snapshot)
         }
         Body::Update {
