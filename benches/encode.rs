@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use entity_cdc::codec::avro::{datum, encode, schema, wire_format};
+use entity_cdc::codec::avro::{encode, schema, wire_format};
 use entity_cdc::codec::encode_json;
 use entity_cdc::config::Config;
 use entity_cdc::event::build_events;
@@ -153,7 +153,7 @@ fn encode_events(c: &mut Criterion) {
                     .map(|e| {
                         let value = encode::event_value(&schema, e, &change)
                             .unwrap_or(apache_avro::types::Value::Null);
-                        let body = datum(&schema.schema, value).unwrap_or_default();
+                        let body = schema.writer.datum(&value).unwrap_or_default();
                         wire_format(1, &body).len()
                     })
                     .sum::<usize>()

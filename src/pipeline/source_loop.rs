@@ -182,7 +182,7 @@ impl SourceLoop {
                     }
                     tokio::time::sleep(RECONNECT_POLL).await;
                     if tokio::time::Instant::now() >= status_at {
-                        self.send_status(reader).await;
+                        status_update(reader, &self.watermark).await;
                         status_at = tokio::time::Instant::now() + self.status_interval;
                     }
                 }
@@ -450,12 +450,6 @@ impl SourceLoop {
         Ok(())
     }
 
-    /// Sends a status update while the source is not reading (any status update answers a
-    /// keepalive that asked for a reply), with what the watermark confirms now.
-    async fn send_status(&self, reader: &mut ChangeReader) {
-        status_update(reader, &self.watermark).await;
-    }
-
     /// Queues `outgoing` in the lane of `priority`, waiting for room while the lane is full
     /// and sending a status update every status interval meanwhile. Returns false when a
     /// stop or a delivery failure ended the wait: the event is dropped unqueued, and its
@@ -477,7 +471,7 @@ impl SourceLoop {
                 () = self.failure.cancelled() => break,
                 () = self.lanes.room() => {}
                 () = tokio::time::sleep_until(status_at) => {
-                    self.send_status(reader).await;
+                    status_update(reader, &self.watermark).await;
                     status_at = tokio::time::Instant::now() + self.status_interval;
                 }
             }

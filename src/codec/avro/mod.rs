@@ -302,7 +302,8 @@ pub fn value_subject(strategy: SubjectNameStrategy, topic: &str, schema: &Entity
     }
 }
 
-/// The Avro binary body of `value`, validated against `schema`.
+/// The Avro binary body of `value`, validated against `schema`: for the key's `"string"`,
+/// whose writer costs nothing to build. Entity schemas keep theirs ([`EntitySchema::writer`]).
 pub fn datum(
     schema: &apache_avro::Schema,
     value: apache_avro::types::Value,
@@ -407,7 +408,10 @@ mod tests {
         let event = story::order_created();
         let value =
             encode::event_value(&schema, &event, &change).unwrap_or_else(|e| panic!("value: {e}"));
-        let body = datum(&schema.schema, value).unwrap_or_else(|e| panic!("datum: {e}"));
+        let body = schema
+            .writer
+            .datum(&value)
+            .unwrap_or_else(|e| panic!("datum: {e}"));
         // eventId "0/16B3748:0", eventType, tenantId long 123 (f601), "Order", "456",
         // CREATE (0), version [1] 1, timestamp 2025-01-15T10:30:00Z, user, no correlationId,
         // payload [1] Row {id 456, tenant_id 123, "NEW", total decimal 0x2706 = 99.90,
@@ -455,7 +459,7 @@ mod tests {
                     .writer
                     .datum(&value)
                     .unwrap_or_else(|e| panic!("{mode:?} {kind:?}: datum: {e}"));
-                let read = apache_avro::reader::datum::GenericDatumReader::builder(&schema.schema)
+                let read = apache_avro::reader::datum::GenericDatumReader::builder(schema.schema())
                     .build()
                     .and_then(|reader| reader.read_value(&mut &body[..]))
                     .unwrap_or_else(|e| panic!("{mode:?} {kind:?}: read back: {e}"));

@@ -298,10 +298,8 @@ pub struct EntitySchema {
     pub entity: String,
     /// The schema as registered (JSON text).
     pub text: String,
-    /// The parsed schema.
-    pub schema: apache_avro::Schema,
-    /// Its writer, built once (resolving the schema's names per event was as costly as
-    /// writing the event).
+    /// The parsed schema with its writer, built once (resolving the schema's names per
+    /// event was as costly as writing the event).
     pub writer: Arc<DatumWriter>,
     /// The envelope record's full name (the subject under the record strategy).
     pub full_name: String,
@@ -315,6 +313,13 @@ pub struct EntitySchema {
     pub tenant: ScalarKind,
     /// version's type.
     pub version: ScalarKind,
+}
+
+impl EntitySchema {
+    /// The parsed schema.
+    pub fn schema(&self) -> &apache_avro::Schema {
+        self.writer.borrow_owner()
+    }
 }
 
 /// Integer types travel as `long` in tenantId and version, anything else as text.
@@ -372,14 +377,13 @@ pub fn entity_schema(binding: &Binding) -> Result<EntitySchema, SchemaError> {
         entity: entity.name.clone(),
         reason: e.to_string(),
     })?;
-    let writer = DatumWriter::of(schema.clone()).map_err(|e| SchemaError::Invalid {
+    let writer = DatumWriter::of(schema).map_err(|e| SchemaError::Invalid {
         entity: entity.name.clone(),
         reason: e.to_string(),
     })?;
     Ok(EntitySchema {
         entity: entity.name.clone(),
         text,
-        schema,
         writer: Arc::new(writer),
         full_name: format!("{NAMESPACE}.{record_name}"),
         fields,
