@@ -11,6 +11,7 @@ pub mod capture;
 pub mod kafka;
 pub mod pg;
 pub mod registry;
+pub mod scrape;
 pub mod smtp;
 pub mod story;
 pub mod webhook;

@@ -551,7 +551,7 @@ async fn a_failed_dead_letter_stops_without_confirming() {
     assert!(confirmed >= warm_end, "{confirmed} vs {warm_end}");
 }
 
-/// A full lane stops the source from reading WAL, for longer than the server's
+/// With the spill off, a full lane stops the source from reading WAL, for longer than the server's
 /// `wal_sender_timeout` (5 s here): the status updates sent while it waits keep the
 /// walsender from ending the connection. The broker answers after 7 s, the producer may
 /// hold one record and the NORMAL lane one event, so the third product's event waits.
@@ -559,7 +559,9 @@ async fn a_failed_dead_letter_stops_without_confirming() {
 async fn a_source_waiting_for_room_keeps_the_walsender_alive() {
     let env = Env::start(true, &[("wal_sender_timeout", "5s")]).await;
     let running = env
-        .run(env.config("  producerInFlight: { records: 1 }\n  lanes: { NORMAL: { capacity: 1 } }"))
+        .run(env.config(
+            "  producerInFlight: { records: 1 }\n  lanes: { NORMAL: { capacity: 1 } }\n  spill: { maxBytes: 0 }",
+        ))
         .await;
     let walsender = env.sql("select pid from pg_stat_replication");
     env.mock()

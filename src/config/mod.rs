@@ -353,6 +353,50 @@ pub struct StreamingConfig {
     /// What may be handed to the producer and not yet acknowledged.
     #[serde(default)]
     pub producer_in_flight: ProducerInFlight,
+    /// Where a full lane overflows, so that reading WAL goes on.
+    #[serde(default)]
+    pub spill: SpillConfig,
+}
+
+/// `streaming.spill`: the overflow of full lanes on local disk.
+///
+/// Lanes reorder only what the source has read, and the WAL is read in commit order: with
+/// a full lane and nowhere else to put its events, the source would stop reading, and a
+/// CRITICAL change committed behind a large BULK import would wait for the import to be
+/// produced. With a spill, the events a full lane cannot take are written to a file and
+/// moved back into their lane as it drains; the source reads on, and the urgent change is
+/// read, and dispatched, within moments. Memory stays bounded (the spill lives on disk);
+/// only when the spill is full too does the source stop reading WAL.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SpillConfig {
+    /// The directory of the spill's files; absent means the system's temporary directory.
+    /// The files are anonymous (unlinked at creation): nothing is left behind, even after
+    /// a crash, and nothing in them is needed after a restart (the slot has it all).
+    #[serde(default)]
+    pub directory: Option<std::path::PathBuf>,
+    /// Bytes the spill holds at most; 0 turns it off (a full lane then stops the source).
+    #[serde(
+        default = "SpillConfig::default_max_bytes",
+        deserialize_with = "scalar::int"
+    )]
+    pub max_bytes: u64,
+}
+
+impl SpillConfig {
+    /// 1 GiB: a few million typical events, far more than a lane holds in memory.
+    const fn default_max_bytes() -> u64 {
+        1024 * 1024 * 1024
+    }
+}
+
+impl Default for SpillConfig {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            max_bytes: Self::default_max_bytes(),
+        }
+    }
 }
 
 /// `streaming.scheduling`: how events are ordered for dispatch.
@@ -448,6 +492,7 @@ impl Default for StreamingConfig {
             lanes: Lanes::default(),
             scheduling: Scheduling::default(),
             producer_in_flight: ProducerInFlight::default(),
+            spill: SpillConfig::default(),
         }
     }
 }
@@ -556,8 +601,9 @@ impl Lanes {
     }
 }
 
-/// `streaming.lanes.<PRIORITY>`: one lane's bounds. When a lane is full the source stops
-/// reading WAL until it drains.
+/// `streaming.lanes.<PRIORITY>`: one lane's bounds. What a full lane cannot take goes to
+/// the spill ([`SpillConfig`]); when that is full or off, the source stops reading WAL
+/// until the lane drains.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LaneConfig {

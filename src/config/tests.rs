@@ -532,3 +532,32 @@ fn scheduling_and_producer_in_flight_are_read_and_checked() {
         "connector.yaml: streaming.scheduling: expected one of weighted, fifo, got \"priority\""
     );
 }
+
+#[test]
+fn spill_is_on_by_default_and_checked() {
+    let defaults = ok(BASE);
+    assert_eq!(
+        defaults.streaming.spill,
+        super::SpillConfig {
+            directory: None,
+            max_bytes: 1024 * 1024 * 1024
+        }
+    );
+    let config = ok(&(BASE.to_owned()
+        + "streaming:\n  spill: { directory: /var/spool/entity-cdc, maxBytes: 0 }\n"));
+    assert_eq!(
+        config.streaming.spill,
+        super::SpillConfig {
+            directory: Some("/var/spool/entity-cdc".into()),
+            max_bytes: 0
+        }
+    );
+    assert_eq!(
+        err(&(BASE.to_owned() + "streaming:\n  spill: { maxBytes: -1 }\n")),
+        "connector.yaml: streaming.spill.maxBytes: expected a non-negative integer, got -1"
+    );
+    assert_eq!(
+        err(&(BASE.to_owned() + "streaming:\n  spill: { dir: /tmp }\n")),
+        "connector.yaml: streaming.spill.dir: unknown field, expected one of directory, maxBytes"
+    );
+}

@@ -101,8 +101,8 @@ impl<T> Lanes<T> {
         }
     }
 
-    /// The lane an event of `priority` waits in.
-    fn lane_of(&self, priority: Priority) -> usize {
+    /// The lane an event of `priority` waits in (an index into [`Priority::ALL`]).
+    pub fn lane_of(&self, priority: Priority) -> usize {
         match self.scheduling {
             Scheduling::Weighted => index(priority),
             Scheduling::Fifo => index(Priority::Normal),
@@ -134,6 +134,11 @@ impl<T> Lanes<T> {
             item,
         });
         Ok(())
+    }
+
+    /// Whether the lane of `priority` has room for an event of `size` bytes.
+    pub fn has_room(&self, priority: Priority, size: u64) -> bool {
+        self.lanes[self.lane_of(priority)].has_room(size)
     }
 
     /// Queues a record due for another attempt, or a dead letter: it goes before any lane.

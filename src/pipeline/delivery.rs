@@ -95,7 +95,7 @@ impl DeliveryTask {
                         }
                         let record = entry.remove();
                         self.lanes.count_retry();
-                        self.lanes.push_retry(Outgoing { record, events: None });
+                        self.lanes.push_retry(Outgoing { record, tag: None });
                     }
                     continue;
                 }
@@ -228,7 +228,7 @@ impl DeliveryTask {
         };
         self.lanes.push_retry(Outgoing {
             record: dead_letter_record(&self.dlq_topic, &letter, position),
-            events: None,
+            tag: None,
         });
     }
 }

@@ -23,6 +23,7 @@ mod dead_letter;
 mod delivery;
 mod dispatch;
 mod source_loop;
+mod spill;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,6 +49,7 @@ use dead_letter::DeadLetters;
 use delivery::DeliveryTask;
 use dispatch::{Dispatcher, SharedLanes};
 use source_loop::SourceLoop;
+pub use spill::SpillError;
 
 /// How long a graceful stop waits for Kafka to acknowledge what is in flight. Long enough
 /// for librdkafka's own retries of a slow batch; past it the process exits without
@@ -120,6 +122,10 @@ pub enum PipelineError {
     /// An event could not be encoded (Avro: a refused schema, a value that fits no schema).
     #[error(transparent)]
     Encode(crate::codec::EncodeError),
+    /// A spilled event could not be read back: it and everything after it stay
+    /// unconfirmed.
+    #[error(transparent)]
+    Spill(#[from] spill::SpillError),
 }
 
 impl PipelineError {
@@ -132,6 +138,9 @@ impl PipelineError {
             PipelineError::Sink(e) | PipelineError::Delivery { source: e, .. } => {
                 e.hint().map(str::to_owned)
             }
+            PipelineError::Spill(_) => Some(
+                "check the disk of streaming.spill.directory; the spilled events are read again from the slot at the next start".to_owned(),
+            ),
             PipelineError::DeadLetterWrite { topic, source, .. } => Some(
                 source.hint().map_or_else(
                     || format!("check that the dead-letter topic {topic} exists and the connector may write to it; the record is read again at the next start"),
@@ -353,7 +362,11 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
     reader.set_confirmation_feed(feed);
 
     let failure = CancellationToken::new();
-    let lanes = SharedLanes::new(&config.streaming, config.streaming.scheduling);
+    let lanes = SharedLanes::new(
+        &config.streaming,
+        config.streaming.scheduling,
+        failure.clone(),
+    );
     let dead_letters = Arc::new(DeadLetters::new(alerter.handle()));
     // The slot's retained WAL and status, polled on its own SQL connection: it keeps being
     // measured while replication is down, and never blocks the pipeline.
@@ -381,6 +394,7 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
             lanes: lanes.clone(),
             sink: sink.clone(),
             failure: failure.clone(),
+            watermark: watermark.clone(),
         }
         .run(),
     );
@@ -446,6 +460,9 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
     let mut summary = outcome?;
     if let Some(e) = delivery_error {
         return Err(e);
+    }
+    if let Some(e) = lanes.take_error() {
+        return Err(PipelineError::Spill(e));
     }
     summary.confirmed = confirmed;
     summary.dead_lettered = dead_letters.count();

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use super::dead_letter::{Cause, DeadLetters};
 use super::dispatch::{Outgoing, SharedLanes};
 use super::{change_type_of, now_rfc3339, PipelineError, RecordTag, RunSummary, SharedWatermark};
-use crate::checkpoint::{Watermark, WatermarkError};
+use crate::checkpoint::Watermark;
 use crate::codec::{dead_letter_record, DeadLetter, EncodeError, Encoder};
 use crate::config::Priority;
 use crate::error::Disposition;
@@ -87,6 +87,11 @@ impl SourceLoop {
                 item = reader.next() => item?,
             };
             self.handle(reader, item).await?;
+            // The reader parses messages out of its buffer without touching the socket,
+            // and with room in the lanes (or the spill) nothing here waits: without this,
+            // the loop could run for seconds without yielding, and the dispatcher and the
+            // delivery task, woken from it onto this worker, would not run meanwhile.
+            tokio::task::consume_budget().await;
         }
         Ok(self.summary)
     }
@@ -292,19 +297,16 @@ impl SourceLoop {
                         Err(e) => return Err(PipelineError::Encode(e)),
                     };
                     let tag = RecordTag {
-                        events: Some(Arc::clone(&handles)),
+                        events: Some(handles),
                         latency: self.metrics.latency(event.priority),
                         commit_ts: change.commit_ts,
                     };
-                    let position = self.watermark.with_tracked(|t| {
-                        let position = t.watermark.add_event(change.commit_lsn)?;
-                        t.records.insert(position, tag);
-                        Ok::<_, WatermarkError>(position)
-                    })?;
-                    record.position = position;
+                    record.position = self
+                        .watermark
+                        .with_tracked(|t| t.watermark.add_event(change.commit_lsn))?;
                     let outgoing = Outgoing {
                         record,
-                        events: Some(handles),
+                        tag: Some(tag),
                     };
                     if !self.enqueue(reader, event.priority, outgoing).await {
                         return Ok(());
@@ -437,14 +439,12 @@ impl SourceLoop {
             latency: metrics::Histogram::noop(),
             commit_ts,
         };
-        let position = self.watermark.with_tracked(|t| {
-            let position = t.watermark.add_event(commit_lsn)?;
-            t.records.insert(position, tag);
-            Ok::<_, WatermarkError>(position)
-        })?;
+        let position = self
+            .watermark
+            .with_tracked(|t| t.watermark.add_event(commit_lsn))?;
         let outgoing = Outgoing {
             record: dead_letter_record(&self.dlq_topic, letter, position),
-            events: None,
+            tag: Some(tag),
         };
         self.enqueue(reader, priority, outgoing).await;
         Ok(())

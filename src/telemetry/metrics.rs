@@ -58,6 +58,10 @@ pub const LANE_BYTES: &str = "entity_cdc_lane_bytes";
 pub const LANE_DISPATCHES: &str = "entity_cdc_lane_dispatches_total";
 /// Events dispatched ahead of their lane's turn to keep their key's order, by lane.
 pub const LANE_PROMOTIONS: &str = "entity_cdc_lane_promotions_total";
+/// Events in the spill (the overflow of full lanes on disk), over all lanes.
+pub const SPILL_EVENTS: &str = "entity_cdc_spill_events";
+/// Bytes in the spill's files still to be read.
+pub const SPILL_BYTES: &str = "entity_cdc_spill_bytes";
 /// Failed deliveries produced again.
 pub const DELIVERY_RETRIES: &str = "entity_cdc_delivery_retries_total";
 /// Alert deliveries attempted, by channel (`webhook`, `email`) and outcome (`delivered`,
@@ -91,6 +95,8 @@ pub const ALL: &[&str] = &[
     LANE_BYTES,
     LANE_DISPATCHES,
     LANE_PROMOTIONS,
+    SPILL_EVENTS,
+    SPILL_BYTES,
     DELIVERY_RETRIES,
     ALERTS_SENT,
     SLOT_RETAINED_WAL_BYTES,
@@ -164,6 +170,8 @@ fn describe() {
         describe_gauge!(LANE_BYTES, Unit::Bytes, "Encoded bytes waiting in a lane.");
         describe_counter!(LANE_DISPATCHES, Unit::Count, "Records handed from a lane to the producer.");
         describe_counter!(LANE_PROMOTIONS, Unit::Count, "Events dispatched ahead of their lane's turn to keep their key's order.");
+        describe_gauge!(SPILL_EVENTS, Unit::Count, "Events in the spill, the overflow of full lanes on disk.");
+        describe_gauge!(SPILL_BYTES, Unit::Bytes, "Bytes in the spill's files still to be read.");
         describe_counter!(DELIVERY_RETRIES, Unit::Count, "Failed deliveries produced again.");
         describe_counter!(ALERTS_SENT, Unit::Count, "Alert deliveries attempted, by channel and outcome.");
         describe_gauge!(SLOT_RETAINED_WAL_BYTES, Unit::Bytes, "WAL the replication slot makes the server keep (current WAL position minus restart LSN).");
@@ -305,6 +313,10 @@ pub struct LaneMetrics {
     pub promotions: [Counter; 4],
     /// [`DELIVERY_RETRIES`].
     pub retries: Counter,
+    /// [`SPILL_EVENTS`].
+    pub spill_events: Gauge,
+    /// [`SPILL_BYTES`].
+    pub spill_bytes: Gauge,
 }
 
 impl Default for LaneMetrics {
@@ -325,6 +337,8 @@ impl LaneMetrics {
             promotions: Priority::ALL
                 .map(|p| counter!(LANE_PROMOTIONS, LABEL_PRIORITY => p.as_str())),
             retries: counter!(DELIVERY_RETRIES),
+            spill_events: gauge!(SPILL_EVENTS),
+            spill_bytes: gauge!(SPILL_BYTES),
         }
     }
 }

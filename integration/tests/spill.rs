@@ -1,0 +1,265 @@
+//! CRITICAL events committed during a large BULK import reach Kafka within a second, end
+//! to end against a real PostgreSQL and tansu (issue 5, item 2).
+//!
+//! The import (20,000 rows in transactions of 500) is committed while CRITICAL orders
+//! are committed four times a second. The BULK lane is small and throttled, so the import's
+//! events pile up far beyond it: they overflow to the spill, the source reads on, and each
+//! CRITICAL order, read right after its commit, is dispatched ahead of the backlog. Without
+//! the spill the source would stop at the full lane and the CRITICAL orders would wait
+//! behind the import's unread rows (tests/lanes_load.rs shows that path).
+//!
+//! Alone in its test binary, because it reads the process-wide metrics (`/metrics`).
+
+use std::time::{Duration, Instant};
+
+use entity_cdc::cli::database_target;
+use entity_cdc::config::Config;
+use entity_cdc::pipeline::{self, PipelineError, RunSummary};
+use entity_cdc::source::{setup, sql, Lsn};
+use entity_cdc_integration::pg::free_port;
+use entity_cdc_integration::scrape::Scrape;
+use entity_cdc_integration::{KafkaBroker, PgServer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const DDL: &str = "
+create table public.orders (id bigint primary key, tenant_id bigint not null, priority text);
+create table public.items (id bigint primary key, tenant_id bigint not null, label text);";
+
+const ENTITIES: &str = "
+  - name: Order
+    table: public.orders
+    tenantColumn: tenant_id
+    streaming:
+      topicPrefix: core.orders
+      topicPerEntity: true
+      eventPayloadMode: minimal
+      priorityField: priority
+  - name: Item
+    table: public.items
+    tenantColumn: tenant_id
+    streaming:
+      topicPrefix: core.items
+      topicPerEntity: true
+      eventPayloadMode: diff
+      defaultPriority: BULK
+";
+
+// Sized for a debug build on a shared two-core machine, where the connector reads a few
+// thousand changes a second: the import must not outrun the source, which no spill can
+// help (the benchmark, `--only priority`, runs a 500,000-row import on a release build).
+const TRANSACTIONS: u64 = 40;
+const ROWS_PER_TRANSACTION: u64 = 500;
+const BULK_CAPACITY: f64 = 2_000.0;
+const BULK_RATE: u64 = 1_000;
+
+fn sql_text(pg: &PgServer, db: &str, sql: &str) -> String {
+    pg.psql_db(db, sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e:#}"))
+}
+
+fn confirmed_flush(pg: &PgServer, db: &str) -> Lsn {
+    sql_text(
+        pg,
+        db,
+        "select confirmed_flush_lsn from pg_replication_slots where slot_name = 'entity_cdc'",
+    )
+    .parse()
+    .expect("lsn")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_events_committed_during_a_bulk_import_reach_kafka_within_a_second() {
+    let started = Instant::now();
+    let pg = PgServer::start().expect("starting postgres");
+    let db = pg.create_database("app").expect("creating database app");
+    pg.psql_db(&db, DDL).expect("creating the tables");
+    let broker = KafkaBroker::start().expect("starting tansu");
+    let metrics_port = free_port().expect("a free port");
+    let spill_dir = tempfile::tempdir().expect("a spill directory");
+    let text = format!(
+        "source:
+  host: 127.0.0.1
+  port: {port}
+  database: {db}
+  user: postgres
+  sslmode: disable
+  slot: entity_cdc
+  publication: entity_cdc
+  statusIntervalMs: 1000
+kafka:
+  bootstrapServers: {kafka}
+  topics: {{ create: true, partitions: 1, replicationFactor: 1 }}
+  librdkafka:
+    linger.ms: \"5\"
+format: json
+telemetry:
+  listen: 127.0.0.1:{metrics_port}
+streaming:
+  spill: {{ directory: {spill} }}
+  lanes:
+    BULK: {{ capacity: {capacity}, maxEventsPerSecond: {BULK_RATE} }}
+entities:{ENTITIES}",
+        port = pg.port,
+        kafka = broker.bootstrap(),
+        capacity = BULK_CAPACITY as u64,
+        spill = spill_dir.path().display(),
+    );
+    let config = Config::from_yaml_str(&text, "test connector.yaml")
+        .unwrap_or_else(|e| panic!("config invalid: {e}\n{text}"));
+    let target = database_target(&config);
+    let mut client = sql::connect(&target.params).await.expect("connecting");
+    let plan = setup::plan(&client, &target).await.expect("setup plan");
+    setup::apply(&mut client, &plan).await.expect("setup apply");
+
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    let task: JoinHandle<Result<RunSummary, PipelineError>> =
+        tokio::spawn(async move { pipeline::run(&config, token).await });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sql_text(
+        &pg,
+        &db,
+        "select active from pg_replication_slots where slot_name = 'entity_cdc'",
+    ) != "t"
+    {
+        assert!(!task.is_finished(), "the pipeline stopped at start");
+        assert!(Instant::now() < deadline, "the pipeline did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The import, on its own connection: transactions of 1,000 rows, paced a little so that it
+    // lasts a few seconds, as an application's import does.
+    let import = {
+        let importer = sql::connect(&target.params).await.expect("connecting");
+        let statement = format!(
+            "do $$ begin
+               for t in 0..{last} loop
+                 insert into public.items
+                   select g, 7, 'item ' || g
+                   from generate_series(t * {ROWS_PER_TRANSACTION} + 1, (t + 1) * {ROWS_PER_TRANSACTION}) g;
+                 commit;
+                 perform pg_sleep(0.2);
+               end loop;
+             end $$",
+            last = TRANSACTIONS - 1,
+        );
+        tokio::spawn(async move {
+            importer
+                .batch_execute(&statement)
+                .await
+                .expect("the import");
+            Instant::now()
+        })
+    };
+
+    // CRITICAL orders four times a second, during the import and for as long again after
+    // it (while its backlog drains at the BULK lane's rate).
+    let import_started = Instant::now();
+    let mut id = 0_u64;
+    let mut max_spilled = 0.0_f64;
+    let mut max_depth = 0.0_f64;
+    let mut import_done: Option<Instant> = None;
+    loop {
+        id += 1;
+        let at = Instant::now();
+        sql_text(
+            &pg,
+            &db,
+            &format!("insert into public.orders values ({id}, 1, 'critical')"),
+        );
+        let scrape = Scrape::take(metrics_port).await;
+        max_spilled = max_spilled.max(scrape.spilled());
+        max_depth = max_depth.max(scrape.bulk_depth());
+        if import_done.is_none() && import.is_finished() {
+            import_done = Some(Instant::now());
+        }
+        if let Some(done) = import_done {
+            if done.elapsed() > done - import_started {
+                break;
+            }
+        }
+        assert!(
+            import_started.elapsed() < Duration::from_secs(120),
+            "the import did not finish within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250).saturating_sub(at.elapsed())).await;
+    }
+    let import_took = import
+        .await
+        .expect("the import task")
+        .duration_since(import_started);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut scrape = Scrape::take(metrics_port).await;
+    while scrape.critical_latency().1 < id as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "the CRITICAL orders did not all arrive: {:?} of {id}",
+            scrape.critical_latency()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        scrape = Scrape::take(metrics_port).await;
+    }
+    let (within, count) = scrape.critical_latency();
+    println!(
+        "import of {} rows took {import_took:?}; {id} CRITICAL orders, {within} acknowledged within 1 s of their commit; spill peaked at {max_spilled} events, the BULK lane at {max_depth}",
+        TRANSACTIONS * ROWS_PER_TRANSACTION
+    );
+    assert_eq!(count, id as f64);
+    assert_eq!(
+        within, count,
+        "every CRITICAL order committed during the import is acknowledged within 1 s"
+    );
+    assert!(
+        max_spilled >= 5_000.0,
+        "the import's backlog must have overflowed to the spill; it peaked at {max_spilled}"
+    );
+    assert!(
+        max_depth <= BULK_CAPACITY,
+        "the BULK lane held {max_depth}, above its capacity"
+    );
+    assert_eq!(
+        std::fs::read_dir(spill_dir.path())
+            .expect("the spill directory")
+            .count(),
+        0,
+        "the spill's files are anonymous"
+    );
+
+    // Everything arrives, exactly once, and is confirmed.
+    let final_lsn: Lsn = sql_text(&pg, &db, "select pg_current_wal_lsn()")
+        .parse()
+        .expect("lsn");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while confirmed_flush(&pg, &db) < final_lsn {
+        assert!(
+            Instant::now() < deadline,
+            "the import was not confirmed within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let scrape = Scrape::take(metrics_port).await;
+    assert_eq!(scrape.spilled(), 0.0);
+    assert_eq!(
+        scrape
+            .value("entity_cdc_events_acknowledged_total{entity=\"Item\",change_type=\"CREATE\"} "),
+        (TRANSACTIONS * ROWS_PER_TRANSACTION) as f64,
+        "{}",
+        scrape
+            .0
+            .lines()
+            .filter(|l| l.starts_with("entity_cdc_events_acknowledged_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    cancel.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("stops")
+        .expect("no panic")
+        .unwrap_or_else(|e| panic!("pipeline failed: {e}"));
+    assert_eq!(summary.events, TRANSACTIONS * ROWS_PER_TRANSACTION + id);
+    assert!(summary.confirmed >= final_lsn);
+    println!("total {:?}", started.elapsed());
+}
