@@ -23,7 +23,7 @@ use crate::source::value::{Date, Numeric, Timestamp, Value};
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 
-/// A value that does not fit the schema made for its column.
+/// Why an event has no Avro body: a value, or the body itself, does not fit the schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
     /// The column's value is of another type than its schema says (the relation changed
@@ -125,10 +125,11 @@ impl EventWriter<'_> {
     fn body(&mut self, change: &Change) -> Result<(), ValueError> {
         let (schema, event) = (self.schema, self.event);
         let body = &event.body;
-        match (schema.mode, body) {
-            (PayloadMode::Minimal, Body::Minimal) => return Ok(()),
-            (PayloadMode::Minimal, _) | (_, Body::Minimal) => return Err(self.body_mismatch()),
-            _ => {}
+        if schema.mode == PayloadMode::Minimal {
+            return match body {
+                Body::Minimal => Ok(()),
+                _ => Err(self.body_mismatch()),
+            };
         }
         let (old, new) = images(event.change_type, change);
         let all = || 0..schema.fields.len();
