@@ -3,14 +3,23 @@
 //! `thrpt` line is events per second per core.
 //!
 //! The change is an UPDATE of the story's order (7 columns, old and new row). Avro uses a
-//! schema generated once and an id taken as registered, as the encoder does once its cache
-//! holds the subject: no registry, no network, only building the event, the Avro value,
-//! its binary body and the wire-format frame.
+//! schema generated once and ids taken as registered, as the encoder does once its cache
+//! holds the subject: no registry, no network, only building the event and its record.
+//!
+//! - `json/<mode>`: `encode_json`, what `run` uses for JSON.
+//! - `avro/<mode>`: `avro::record`, what `run` uses for Avro: the body written straight from
+//!   the typed row, the key, the headers, the wire-format frames.
+//! - `avro_value_tree/<mode>`: the previous path, kept for comparison: the event as an
+//!   apache-avro `Value` tree, validated and written by apache-avro's datum writer (built
+//!   once, as the encoder kept it), the key through apache-avro, the same headers and frames.
 
 use std::sync::Arc;
 
+use apache_avro::types::Value as Avro;
+use apache_avro::writer::datum::GenericDatumWriter;
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use entity_cdc::codec::avro::{encode, schema, wire_format};
+use entity_cdc::codec::avro::{encode, record, schema, wire_format};
 use entity_cdc::codec::encode_json;
 use entity_cdc::config::Config;
 use entity_cdc::event::build_events;
@@ -150,17 +159,68 @@ fn encode_events(c: &mut Criterion) {
                 let events = build_events(&binding, &change, None).unwrap_or_default();
                 events
                     .iter()
+                    .map(|e| match record(&schema, 1, 2, e, &change) {
+                        Ok(record) => record.payload.len(),
+                        Err(e) => panic!("avro: {e}"),
+                    })
+                    .sum::<usize>()
+            });
+        });
+        let writer = match GenericDatumWriter::builder(schema.schema()).build() {
+            Ok(writer) => writer,
+            Err(e) => panic!("writer: {e}"),
+        };
+        group.bench_function(format!("avro_value_tree/{mode}"), |b| {
+            b.iter(|| {
+                let events = build_events(&binding, &change, None).unwrap_or_default();
+                events
+                    .iter()
                     .map(|e| {
-                        let value = encode::event_value(&schema, e, &change)
-                            .unwrap_or(apache_avro::types::Value::Null);
-                        let body = schema.writer.datum(&value).unwrap_or_default();
-                        wire_format(1, &body).len()
+                        value_tree_record(&schema, &writer, e, &change)
+                            .payload
+                            .len()
                     })
                     .sum::<usize>()
             });
         });
     }
     group.finish();
+}
+
+/// The record as the encoder built it before the direct writer: a `Value` tree written by
+/// apache-avro (which validates it), the key through apache-avro's writer for `"string"`.
+fn value_tree_record(
+    schema: &schema::EntitySchema,
+    writer: &GenericDatumWriter<'_>,
+    event: &entity_cdc::event::EntityEvent,
+    change: &Change,
+) -> entity_cdc::sink::Record {
+    let value = match encode::event_value(schema, event, change) {
+        Ok(value) => value,
+        Err(e) => panic!("value: {e}"),
+    };
+    let mut body = Vec::new();
+    if let Err(e) = writer.write_value_ref(&mut body, &value) {
+        panic!("datum: {e}");
+    }
+    let key_body = GenericDatumWriter::builder(&apache_avro::Schema::String)
+        .build()
+        .and_then(|w| w.write_value_to_vec(Avro::String(event.key.clone())));
+    let key_body = match key_body {
+        Ok(key_body) => key_body,
+        Err(e) => panic!("key: {e}"),
+    };
+    entity_cdc::sink::Record {
+        topic: event.topic.clone(),
+        key: Some(Bytes::from(wire_format(2, &key_body))),
+        headers: event
+            .headers()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), Bytes::from(value.into_bytes())))
+            .collect(),
+        payload: Bytes::from(wire_format(1, &body)),
+        position: event.position,
+    }
 }
 
 criterion_group!(benches, encode_events);

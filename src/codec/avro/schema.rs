@@ -12,12 +12,10 @@
 //! the original kept (CASE-27).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use serde_json::{json, Map, Value as Json};
 
 use crate::codec::avro::names::{avro_name, field_names, NameCollision};
-use crate::codec::avro::writer::DatumWriter;
 use crate::config::PayloadMode;
 use crate::model::{Binding, TenantSource};
 use crate::source::change::Relation;
@@ -298,9 +296,10 @@ pub struct EntitySchema {
     pub entity: String,
     /// The schema as registered (JSON text).
     pub text: String,
-    /// The parsed schema with its writer, built once (resolving the schema's names per
-    /// event was as costly as writing the event).
-    pub writer: Arc<DatumWriter>,
+    /// The parsed schema: parsing checks the generated text once per schema; events are
+    /// written without it ([`crate::codec::avro::encode::write_event`] walks the plan
+    /// below), and tests read them back with it.
+    parsed: apache_avro::Schema,
     /// The envelope record's full name (the subject under the record strategy).
     pub full_name: String,
     /// The columns, in the relation's order.
@@ -311,14 +310,18 @@ pub struct EntitySchema {
     pub mode: PayloadMode,
     /// tenantId's type.
     pub tenant: ScalarKind,
+    /// The tenant column's position (none for a fixed tenant), to name it in errors.
+    pub tenant_column: Option<usize>,
     /// version's type.
     pub version: ScalarKind,
+    /// The version column's position, to name it in errors.
+    pub version_column: Option<usize>,
 }
 
 impl EntitySchema {
     /// The parsed schema.
     pub fn schema(&self) -> &apache_avro::Schema {
-        self.writer.borrow_owner()
+        &self.parsed
     }
 }
 
@@ -356,10 +359,11 @@ pub fn entity_schema(binding: &Binding) -> Result<EntitySchema, SchemaError> {
             ty: AvroType::of(&column.pg_type),
         })
         .collect();
-    let tenant = match binding.tenant {
-        TenantSource::Column(i) => scalar_kind(relation, Some(i)),
-        TenantSource::Fixed(_) => ScalarKind::String,
+    let tenant_column = match binding.tenant {
+        TenantSource::Column(i) => Some(i),
+        TenantSource::Fixed(_) => None,
     };
+    let tenant = scalar_kind(relation, tenant_column);
     let version = scalar_kind(relation, binding.version);
     let mode = entity.streaming.event_payload_mode;
     let record_name = avro_name(&entity.name);
@@ -373,24 +377,22 @@ pub fn entity_schema(binding: &Binding) -> Result<EntitySchema, SchemaError> {
         version,
     );
     let text = json.to_string();
-    let schema = apache_avro::Schema::parse_str(&text).map_err(|e| SchemaError::Invalid {
-        entity: entity.name.clone(),
-        reason: e.to_string(),
-    })?;
-    let writer = DatumWriter::of(schema).map_err(|e| SchemaError::Invalid {
+    let parsed = apache_avro::Schema::parse_str(&text).map_err(|e| SchemaError::Invalid {
         entity: entity.name.clone(),
         reason: e.to_string(),
     })?;
     Ok(EntitySchema {
         entity: entity.name.clone(),
         text,
-        writer: Arc::new(writer),
+        parsed,
         full_name: format!("{NAMESPACE}.{record_name}"),
         fields,
         key: binding.key.clone(),
         mode,
         tenant,
+        tenant_column,
         version,
+        version_column: binding.version,
     })
 }
 
