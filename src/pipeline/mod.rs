@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! source loop (one task, owns the replication stream; status updates also while waiting)
-//!   ChangeReader ─► EntityModel.bind ─► build_events ─► encode ─► lanes (bounded; waits for room)
+//!   ChangeReader ─► EntityModel.bind ─► build_events ─► encode ─► lanes (bounded; overflow to
+//!        │                                                             the spill on disk;
+//!        │                                                             waits when that is full)
 //!        ▲                                   │ open / add_event / close      │
 //!        │ confirmation feed (watch)         ▼                               ▼
 //!        │                               Watermark      dispatcher: producer slot, then the

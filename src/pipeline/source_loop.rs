@@ -2,7 +2,8 @@
 //! builds their events, encodes them (a single call, before the lanes) and queues them in
 //! their lanes.
 //!
-//! When a lane is full it stops reading WAL (PostgreSQL keeps it) and waits for room, and
+//! When a lane and the spill are full (or the spill is off) it stops reading WAL
+//! (PostgreSQL keeps it) and waits for room, and
 //! when the Schema Registry is down it waits for it, but it keeps the replication
 //! connection alive meanwhile: a standby status update goes out
 //! every status interval, so the server's `wal_sender_timeout` never fires however long
