@@ -14,9 +14,9 @@
 //! event also goes to the spill, without holding up its lane, when an earlier event of its
 //! key may be there: the later one must not overtake it, whatever its priority. (It then
 //! waits for that event to reach the spill's head: no promotion reaches into the spill.)
-//! Keys are tracked by a counting filter of fixed size, so that memory does not grow with
-//! the backlog: a false positive only sends an event through the spill (a little later),
-//! never out of order. The head moves back into its lane as soon as that has room; from
+//! Keys are tracked by a count per 64-bit hash, in memory: a few percent of what the
+//! spilled events take on disk. A false positive (two keys' hashes colliding) would only
+//! send an event through the spill, later but never out of order. The head moves back into its lane as soon as that has room; from
 //! there on the lanes' own per-key order applies.
 //!
 //! The files are anonymous segments (unlinked at creation): written at the tail in chunks,
@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -50,10 +50,6 @@ const WRITE_CHUNK: usize = 256 * 1024;
 
 /// Reads at the head fetch this much at once.
 const READ_CHUNK: usize = 256 * 1024;
-
-/// Counters in the key filter (2 bytes each): 2 MiB, with a few percent of false
-/// positives at a million distinct spilled keys.
-const FILTER_SLOTS: usize = 1 << 20;
 
 /// What went wrong with the spill's files.
 #[derive(Debug, thiserror::Error)]
@@ -570,64 +566,68 @@ impl TagTable {
     }
 }
 
-/// A counting Bloom filter of the keys in the spill (two counters per key), allocated at
-/// the first key.
+/// The keys in the spill, as a count per 64-bit hash of the key. Exact but for a collision
+/// of two keys' hashes (about one in 2^64 / backlog per lookup), where a probabilistic
+/// filter of fixed size was not: with a few hundred thousand keys spilled it answered yes
+/// for a large share of new keys, and each of those went through the spill behind the
+/// whole backlog. Memory follows the distinct keys in the spill (about 20 to 40 bytes
+/// each, a few percent of what their events take on disk) and is released when the spill
+/// empties.
 #[derive(Default)]
 struct KeyFilter {
-    counts: Vec<u16>,
-    /// A counter saturated: it is not counted down, so only clearing resets it.
-    saturated: bool,
+    counts: HashMap<u64, u32, BuildHasherDefault<KeyHashHasher>>,
 }
 
 impl KeyFilter {
-    fn slots(key: &[u8]) -> [usize; 2] {
+    fn hash(key: &[u8]) -> u64 {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
-        let hash = hasher.finish();
-        // Two slots from the hash's halves.
-        [
-            (hash as usize) % FILTER_SLOTS,
-            ((hash >> 32) as usize) % FILTER_SLOTS,
-        ]
+        hasher.finish()
     }
 
     fn add(&mut self, key: &[u8]) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; FILTER_SLOTS];
-        }
-        for slot in Self::slots(key) {
-            if let Some(c) = self.counts.get_mut(slot) {
-                // A saturated counter stays set until the spill is empty: a false positive,
-                // never a false negative.
-                *c = c.saturating_add(1);
-                self.saturated |= *c == u16::MAX;
-            }
-        }
+        let count = self.counts.entry(Self::hash(key)).or_insert(0);
+        *count = count.saturating_add(1);
     }
 
     fn remove(&mut self, key: &[u8]) {
-        for slot in Self::slots(key) {
-            if let Some(c) = self.counts.get_mut(slot) {
-                if *c != u16::MAX {
-                    *c = c.saturating_sub(1);
-                }
+        let hash = Self::hash(key);
+        if let Some(count) = self.counts.get_mut(&hash) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.counts.remove(&hash);
             }
         }
     }
 
     fn may_contain(&self, key: &[u8]) -> bool {
-        !self.counts.is_empty()
-            && Self::slots(key)
-                .iter()
-                .all(|s| self.counts.get(*s).is_some_and(|c| *c > 0))
+        !self.counts.is_empty() && self.counts.contains_key(&Self::hash(key))
     }
 
-    /// Called when the spill is empty: every counter is back at zero unless one saturated.
+    /// Called when the spill is empty: gives the table's memory back.
     fn clear(&mut self) {
-        if self.saturated {
-            self.counts.fill(0);
-            self.saturated = false;
+        self.counts = HashMap::default();
+    }
+}
+
+/// The map's hasher: its keys are already SipHash values, so they are used as they are.
+#[derive(Default)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed (write_u64); any other input is folded in.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
         }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
     }
 }
 
@@ -787,6 +787,29 @@ mod tests {
         spill.take(0);
         assert!(spill.holds_lane(1));
         assert!(spill.may_hold_key(b"b"));
+    }
+
+    /// With the keys of a large import in the spill, the key of a CRITICAL change that is
+    /// not among them is not taken for one: a false positive would send the change through
+    /// the spill, behind the whole import (the benchmark's 350,000 spilled events made a
+    /// two-counter filter of 2^20 slots answer yes for about a quarter of new keys).
+    #[test]
+    fn keys_not_in_a_large_spill_are_told_apart() {
+        let mut keys = KeyFilter::default();
+        for i in 0..350_000u32 {
+            keys.add(format!("7:{i}").as_bytes());
+        }
+        let mistaken = (0..10_000u32)
+            .filter(|i| keys.may_contain(format!("8:{}", 1_000_000_000 + i).as_bytes()))
+            .count();
+        assert_eq!(mistaken, 0);
+        for i in 0..350_000u32 {
+            assert!(keys.may_contain(format!("7:{i}").as_bytes()));
+        }
+        for i in 0..350_000u32 {
+            keys.remove(format!("7:{i}").as_bytes());
+        }
+        assert!(!keys.may_contain(b"7:1"));
     }
 
     /// The spill takes at most maxBytes (an event alone always fits); 0 turns it off; what
