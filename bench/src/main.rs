@@ -312,13 +312,15 @@ async fn measure(
             "a BULK import of {} orders in transactions of {} rows (as fast as PostgreSQL \
              writes them) while one order is updated to CRITICAL once a second, from the \
              import's start until Kafka acknowledged all of it; NORMAL and BULK lanes of {} \
-             events and 32 MiB each, no rate limit, the default producer in-flight window \
-             (1,000 records); `streaming.scheduling: weighted` (the lanes) then `fifo` (every \
-             event in one lane, in commit order) in each run. Latency: commit time to \
-             receipt by a consumer of the CRITICAL events' topic.",
+             events and 32 MiB each, the spill on (its default, 1 GiB), the default producer \
+             in-flight window (1,000 records); `streaming.scheduling: weighted` (the lanes, \
+             BULK throttled to {} events/s) then `fifo` (every event in one lane, in commit \
+             order, no rate limit) in each run. Latency: commit time to receipt by a \
+             consumer of the CRITICAL events' topic.",
             sizes.priority_rows,
             priority::IMPORT_BATCH,
-            pass::PRIORITY_LANE_CAPACITY
+            pass::PRIORITY_LANE_CAPACITY,
+            pass::PRIORITY_BULK_RATE
         );
         for run in 0..runs {
             for scheduling in [Scheduling::Weighted, Scheduling::Fifo] {

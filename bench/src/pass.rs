@@ -447,6 +447,10 @@ impl Scheduling {
 /// Events a NORMAL or BULK lane holds in the priority workload, at most (and 32 MiB).
 pub const PRIORITY_LANE_CAPACITY: u64 = 50_000;
 
+/// The BULK lane's rate limit in the priority workload (events/s): bulk imports are
+/// throttled, as the story configures them. FIFO mode has no rate limits.
+pub const PRIORITY_BULK_RATE: u64 = 20_000;
+
 /// A connector.yaml for one pass: its own slot, the Order entity of the story under
 /// `topic_prefix`, telemetry on `listen` (run) or none (tail), and `setup`'s format and
 /// lanes.
@@ -474,7 +478,8 @@ fn write_config(
             format!(
                 "streaming:\n  scheduling: {}\n  lanes:\n    \
                  NORMAL: {{ capacity: {PRIORITY_LANE_CAPACITY}, maxBytes: 33554432 }}\n    \
-                 BULK: {{ capacity: {PRIORITY_LANE_CAPACITY}, maxBytes: 33554432 }}\n",
+                 BULK: {{ capacity: {PRIORITY_LANE_CAPACITY}, maxBytes: 33554432, \
+                 maxEventsPerSecond: {PRIORITY_BULK_RATE} }}\n",
                 scheduling.name()
             )
         })

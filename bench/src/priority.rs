@@ -13,10 +13,13 @@
 //! weighted` and `fifo`, with equal NORMAL and BULK lane bounds, on fresh slots, topics and
 //! brokers.
 //!
-//! What the lanes can and cannot do here: they reorder what the source has read. A
-//! CRITICAL update committed behind import rows that are still unread in the WAL waits
-//! for the source to read past them, in both modes (see docs/architecture.md); what the
-//! lanes save is the wait behind the events already read and queued.
+//! What the lanes can and cannot do here: they reorder what the source has read. With the
+//! spill (on by default) a full BULK lane no longer stops the source, so a CRITICAL update
+//! is read as soon as the source has decoded, built and encoded the import rows committed
+//! before it: how fast that is depends on the CPU the machine leaves the connector while
+//! PostgreSQL writes the import (see docs/benchmarks.md). The BULK lane is throttled to
+//! [`crate::pass::PRIORITY_BULK_RATE`] events/s in weighted mode, as the story configures
+//! bulk imports; FIFO mode has one lane and no rate limit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +50,8 @@ pub struct PriorityRun {
     /// Seconds from the import's start to Kafka's acknowledgement of every event (within
     /// the one-second polling).
     pub drain_seconds: f64,
+    /// The most events the spill held at one of the once-a-second samples.
+    pub spill_peak: f64,
 }
 
 /// One run of the priority workload in `scheduling` mode.
@@ -94,7 +99,7 @@ pub async fn run(
         import,
         escalate_while_streaming(lab, &connector, rows, &import_done, started)
     );
-    let (escalated, drain_seconds) = match (imported, escalated) {
+    let (escalated, drain_seconds, spill_peak) = match (imported, escalated) {
         (Ok(()), Ok(done)) => done,
         (Err(e), _) | (_, Err(e)) => {
             consumer.abort();
@@ -109,6 +114,7 @@ pub async fn run(
         scheduling,
         critical,
         drain_seconds,
+        spill_peak,
     })
 }
 
@@ -139,15 +145,17 @@ async fn escalate(lab: &crate::lab::Lab, n: u64) -> Result<()> {
 
 /// Escalates an order once a second while the import streams: until the import is
 /// written and Kafka acknowledged every event read so far. Returns how many escalations it
-/// committed and when everything was acknowledged, seconds after `started`.
+/// committed, when everything was acknowledged (seconds after `started`) and the most
+/// events the spill held at a sample.
 async fn escalate_while_streaming(
     lab: &crate::lab::Lab,
     connector: &Connector,
     rows: u64,
     import_done: &AtomicBool,
     started: Instant,
-) -> Result<(u64, f64)> {
+) -> Result<(u64, f64, f64)> {
     let mut committed = 0;
+    let mut spill_peak: f64 = 0.0;
     let mut next = Instant::now() + Duration::from_secs(1);
     loop {
         tokio::time::sleep_until(next.into()).await;
@@ -156,8 +164,9 @@ async fn escalate_while_streaming(
         if started.elapsed() > Duration::from_secs(900) {
             bail!("the priority import was not acknowledged within 900 s");
         }
-        if import_done.load(Ordering::SeqCst) {
-            if let Some(metrics) = connector.metrics().await {
+        if let Some(metrics) = connector.metrics().await {
+            spill_peak = spill_peak.max(metric_sum(&metrics, "entity_cdc_spill_events"));
+            if import_done.load(Ordering::SeqCst) {
                 let dead = metric_sum(&metrics, "entity_cdc_events_dead_lettered_total");
                 if dead > 0.0 {
                     bail!("entity-cdc run dead-lettered {dead} event(s) in the priority run");
@@ -165,7 +174,7 @@ async fn escalate_while_streaming(
                 // The import, the escalations and the warm-up.
                 let acknowledged = metric_sum(&metrics, "entity_cdc_events_acknowledged_total");
                 if acknowledged >= (rows + committed + 1) as f64 {
-                    return Ok((committed, started.elapsed().as_secs_f64()));
+                    return Ok((committed, started.elapsed().as_secs_f64(), spill_peak));
                 }
             }
         }

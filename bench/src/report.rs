@@ -282,8 +282,8 @@ pub fn tables(results: &Results) -> String {
         let _ = write!(
             out,
             "### Priority under load\n\n{}\n\n\
-             | scheduling | CRITICAL events per run | p50 ms | p99 ms | max ms | import acknowledged after s |\n\
-             | --- | --- | --- | --- | --- | --- |\n",
+             | scheduling | CRITICAL events per run | p50 ms | p99 ms | max ms | import acknowledged after s | spill peak events |\n\
+             | --- | --- | --- | --- | --- | --- | --- |\n",
             results.priority_setup
         );
         for scheduling in [Scheduling::Weighted, Scheduling::Fifo] {
@@ -293,13 +293,14 @@ pub fn tables(results: &Results) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 scheduling.name(),
                 pick(|r| r.critical.events as f64).show(0),
                 pick(|r| r.critical.p50).show(1),
                 pick(|r| r.critical.p99).show(1),
                 pick(|r| r.critical.max).show(1),
                 pick(|r| r.drain_seconds).show(1),
+                pick(|r| r.spill_peak).show(0),
             );
         }
         let _ = writeln!(
