@@ -219,6 +219,7 @@ impl<T> Lanes<T> {
             Some(entry) => (entry.seq, entry.key.clone()),
             None => return Pop::Idle,
         };
+        let picked_seq = seq;
         let (from, seq) = match &key {
             Some(key) => match self.order.earliest(key) {
                 Some((first, first_lane)) if first < seq => (first_lane, first),
@@ -226,7 +227,14 @@ impl<T> Lanes<T> {
             },
             None => (lane, seq),
         };
-        let Some(entry) = self.lanes[from].remove_seq(seq) else {
+        // The picked entry is removed by its position; a promoted one is looked up by its
+        // sequence in its own lane.
+        let removed = if seq == picked_seq {
+            self.lanes[lane].remove(position)
+        } else {
+            self.lanes[from].remove_seq(seq)
+        };
+        let Some(entry) = removed else {
             return Pop::Idle;
         };
         if let Some(key) = &entry.key {
