@@ -272,6 +272,37 @@ async fn check(config: &Config) -> Result<ExitCode, CommandError> {
                 .then(|| "correct the entity in connector.yaml or the table".to_owned()),
         });
     }
+    let spill = &config.streaming.spill;
+    report.items.push(match crate::pipeline::spill::probe(spill) {
+        Ok(()) if spill.max_bytes == 0 => check::CheckItem {
+            name: "spill".to_owned(),
+            status: check::CheckStatus::Ok,
+            detail: "off (streaming.spill.maxBytes: 0): a full lane stops reading WAL".to_owned(),
+            fix: None,
+        },
+        Ok(()) => check::CheckItem {
+            name: "spill".to_owned(),
+            status: check::CheckStatus::Ok,
+            detail: format!(
+                "spill files can be created in {}",
+                spill
+                    .directory
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir)
+                    .display()
+            ),
+            fix: None,
+        },
+        Err(e) => check::CheckItem {
+            name: "spill".to_owned(),
+            status: check::CheckStatus::Fail,
+            detail: e.to_string(),
+            fix: Some(
+                "set streaming.spill.directory to a directory the connector may write to, or streaming.spill.maxBytes: 0"
+                    .to_owned(),
+            ),
+        },
+    });
     println!("{}", report.render());
     Ok(if report.is_ready() {
         ExitCode::SUCCESS

@@ -470,6 +470,46 @@ SELECT pg_create_logical_replication_slot('entity_cdc', 'pgoutput');
         );
     }
 
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("OK    spill: spill files can be created in ")),
+        "{report}"
+    );
+
+    // A spill directory that cannot be written: `check` says so and `run` refuses to start,
+    // both naming the configured path.
+    let bad_spill = ConfigDir::sample(|text| {
+        text.replace(
+            "  lanes:\n    BULK:",
+            "  spill: { directory: /nonexistent/entity-cdc-spill }\n  lanes:\n    BULK:",
+        )
+    });
+    let out = run(&bad_spill, Some(&server), &["check"]);
+    assert_exit(&out, 2, "check with a missing spill directory");
+    assert!(
+        stdout(&out).lines().any(|l| l
+            == "FAIL  spill: streaming.spill.directory /nonexistent/entity-cdc-spill: cannot \
+                create a spill file there: No such file or directory (os error 2); fix: set \
+                streaming.spill.directory to a directory the connector may write to, or \
+                streaming.spill.maxBytes: 0"),
+        "{}",
+        stdout(&out)
+    );
+    let out = command(&bad_spill, Some(&server), &["run"])
+        .env("ENTITY_CDC_TELEMETRY_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap_or_else(|e| panic!("running entity-cdc run: {e}"));
+    assert_exit(&out, 1, "run with a missing spill directory");
+    assert!(
+        stderr(&out).contains(
+            "streaming.spill.directory /nonexistent/entity-cdc-spill: cannot create a spill \
+             file there: No such file or directory (os error 2)"
+        ) && stderr(&out).contains("hint: set streaming.spill.directory"),
+        "{}",
+        stderr(&out)
+    );
+
     // Something that would stop the connector again: a table falls back to DEFAULT.
     psql(
         &server,

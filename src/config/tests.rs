@@ -560,4 +560,12 @@ fn spill_is_on_by_default_and_checked() {
         err(&(BASE.to_owned() + "streaming:\n  spill: { dir: /tmp }\n")),
         "connector.yaml: streaming.spill.dir: unknown field, expected one of directory, maxBytes"
     );
+    assert_eq!(
+        err(&(BASE.to_owned() + "streaming:\n  spill: { directory: \"\" }\n")),
+        "connector.yaml: streaming.spill.directory: expected an absolute path, got \"\""
+    );
+    assert_eq!(
+        err(&(BASE.to_owned() + "streaming:\n  spill: { directory: spill }\n")),
+        "connector.yaml: streaming.spill.directory: expected an absolute path, got \"spill\""
+    );
 }

@@ -103,6 +103,17 @@ impl Config {
             format!("expected a topic name of 1 to {MAX_TOPIC_LEN} characters a-z, A-Z, 0-9, ., _ or -, got {dlq:?}"),
         );
 
+        if let Some(directory) = &self.streaming.spill.directory {
+            check(
+                directory.is_absolute(),
+                "streaming.spill.directory",
+                format!(
+                    "expected an absolute path, got {:?}",
+                    directory.display().to_string()
+                ),
+            );
+        }
+
         if let Some(alerts) = &self.alerts {
             alerts.validate(&mut check);
         }

@@ -25,7 +25,7 @@ mod dead_letter;
 mod delivery;
 mod dispatch;
 mod source_loop;
-mod spill;
+pub mod spill;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -140,6 +140,9 @@ impl PipelineError {
             PipelineError::Sink(e) | PipelineError::Delivery { source: e, .. } => {
                 e.hint().map(str::to_owned)
             }
+            PipelineError::Spill(spill::SpillError::Directory { .. }) => Some(
+                "set streaming.spill.directory to a directory the connector may write to, or streaming.spill.maxBytes: 0 to turn the spill off".to_owned(),
+            ),
             PipelineError::Spill(_) => Some(
                 "check the disk of streaming.spill.directory; the spilled events are read again from the slot at the next start".to_owned(),
             ),
@@ -341,6 +344,7 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<RunSummar
     }
     // Alerts start with the process: a setup problem (TLS roots, addresses) stops the start.
     let alerter = Alerter::for_config(config)?;
+    spill::probe(&config.streaming.spill)?;
     // Refuse at start, before waiting for Kafka, what would stop the pipeline at a table's
     // first change: a configured column or table the database does not have.
     let catalog = crate::source::sql::connect(&settings.params)

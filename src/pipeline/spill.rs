@@ -30,6 +30,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -51,9 +52,22 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// Reads at the head fetch this much at once.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// After a write failed, an empty spill tries writing again after this long: the directory
+/// may be back (space freed, a volume mounted), and a broken one is not retried (and
+/// logged) for every event.
+const WRITE_RETRY: Duration = Duration::from_secs(10);
+
 /// What went wrong with the spill's files.
 #[derive(Debug, thiserror::Error)]
 pub enum SpillError {
+    /// No spill file can be created in the configured directory (checked at start).
+    #[error("streaming.spill.directory {directory}: cannot create a spill file there: {source}")]
+    Directory {
+        /// The spill's directory.
+        directory: String,
+        /// The cause.
+        source: io::Error,
+    },
     /// A spilled entry could not be read back: the events in the spill are not confirmed,
     /// so they are read again from the slot at the next start.
     #[error("spill in {directory}: reading the entry at offset {offset} failed: {source}")]
@@ -105,8 +119,11 @@ pub(super) struct Spill {
     tags: TagTable,
     /// The head, decoded: what [`Spill::peek`] saw.
     head: Option<Decoded>,
-    /// A write failed: nothing more is taken until the spill is empty again.
-    write_failed: bool,
+    /// When a write failed: nothing more is taken until the spill is empty again and
+    /// [`WRITE_RETRY`] has passed.
+    write_failed: Option<Instant>,
+    /// [`WRITE_RETRY`]; zero in tests.
+    write_retry: Duration,
     /// [`SEGMENT_BYTES`]; smaller in tests.
     segment_bytes: u64,
     /// [`WRITE_CHUNK`]; smaller in tests.
@@ -179,6 +196,22 @@ impl Segment {
     }
 }
 
+/// Checks at start that a spill file can be created where `config` puts the spill (unless
+/// the spill is off), so that a wrong directory is an error naming it, not a warning at the
+/// first overflow of a busy day.
+pub fn probe(config: &SpillConfig) -> Result<(), SpillError> {
+    if config.max_bytes == 0 {
+        return Ok(());
+    }
+    let directory = config.directory.clone().unwrap_or_else(std::env::temp_dir);
+    tempfile::tempfile_in(&directory)
+        .map(drop)
+        .map_err(|source| SpillError::Directory {
+            directory: directory.display().to_string(),
+            source,
+        })
+}
+
 impl Spill {
     /// The spill `config` describes; no file is created until an event is spilled.
     pub fn new(config: &SpillConfig) -> Spill {
@@ -192,7 +225,8 @@ impl Spill {
             keys: KeyFilter::default(),
             tags: TagTable::default(),
             head: None,
-            write_failed: false,
+            write_failed: None,
+            write_retry: WRITE_RETRY,
             segment_bytes: SEGMENT_BYTES,
             write_chunk: WRITE_CHUNK,
         }
@@ -230,8 +264,14 @@ impl Spill {
         overflow: bool,
         outgoing: Outgoing,
     ) -> Option<Outgoing> {
-        if self.max_bytes == 0 || self.write_failed {
+        if self.max_bytes == 0 {
             return Some(outgoing);
+        }
+        if let Some(at) = self.write_failed {
+            if self.entries > 0 || at.elapsed() < self.write_retry {
+                return Some(outgoing);
+            }
+            self.write_failed = None;
         }
         let tag = outgoing.tag.as_ref().map(|t| self.tags.index(t, priority));
         let entry = encode(priority, overflow, tag, &outgoing);
@@ -241,8 +281,8 @@ impl Spill {
         }
         if let Err(e) = self.append(&entry) {
             tracing::warn!(directory = %self.directory.display(), error = %e,
-                "cannot write to the spill; the source waits for room in the lanes until it is empty again");
-            self.write_failed = true;
+                "cannot write to the spill; the source waits for room in the lanes, and the spill is tried again once it is empty (at most every 10 s)");
+            self.write_failed = Some(Instant::now());
             return Some(outgoing);
         }
         self.live += len;
@@ -285,9 +325,9 @@ impl Spill {
             if let Err(e) = tail.flush() {
                 // The entry stays readable from the pending buffer; nothing is lost, and no
                 // more is taken.
-                self.write_failed = true;
+                self.write_failed = Some(Instant::now());
                 tracing::warn!(directory = %self.directory.display(), error = %e,
-                    "cannot write to the spill; the source waits for room in the lanes until it is empty again");
+                    "cannot write to the spill; the source waits for room in the lanes, and the spill is tried again once it is empty (at most every 10 s)");
             }
         }
         Ok(())
@@ -339,7 +379,6 @@ impl Spill {
         if self.entries == 0 {
             self.segments.clear();
             self.keys.clear();
-            self.write_failed = false;
         }
         Some(Unspilled { priority, outgoing })
     }
@@ -851,5 +890,48 @@ mod tests {
             .expect("no directory");
         assert_eq!(back.record.position.index, 9);
         assert_eq!(spill.len(), 0);
+    }
+
+    /// A write that failed on an empty spill is tried again after the retry interval:
+    /// the spill is not off for the rest of the process once the directory is back.
+    #[test]
+    fn an_empty_spill_tries_writing_again_after_a_failure() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("later");
+        let mut spill = small(&missing, u64::MAX);
+        spill.write_retry = Duration::ZERO;
+        assert!(spill
+            .push(Priority::Bulk, 3, true, record(1, Some("k")))
+            .is_some());
+        std::fs::create_dir(&missing).expect("create the directory");
+        assert!(spill
+            .push(Priority::Bulk, 3, true, record(2, Some("k")))
+            .is_none());
+        let taken = take_all(&mut spill);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].1.position.index, 2);
+    }
+
+    /// `probe` names the configured directory when no spill file can be created there,
+    /// and accepts a writable one or a spill turned off.
+    #[test]
+    fn probe_names_a_directory_it_cannot_write() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("missing");
+        let config = |directory: &std::path::Path, max_bytes| SpillConfig {
+            directory: Some(directory.to_owned()),
+            max_bytes,
+        };
+        let error = probe(&config(&missing, 1)).expect_err("missing");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "streaming.spill.directory {}: cannot create a spill file there: \
+                 No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        assert!(probe(&config(&missing, 0)).is_ok());
+        assert!(probe(&config(dir.path(), 1)).is_ok());
     }
 }
