@@ -273,35 +273,31 @@ async fn check(config: &Config) -> Result<ExitCode, CommandError> {
         });
     }
     let spill = &config.streaming.spill;
-    report.items.push(match crate::pipeline::spill::probe(spill) {
-        Ok(()) if spill.max_bytes == 0 => check::CheckItem {
-            name: "spill".to_owned(),
-            status: check::CheckStatus::Ok,
-            detail: "off (streaming.spill.maxBytes: 0): a full lane stops reading WAL".to_owned(),
-            fix: None,
-        },
-        Ok(()) => check::CheckItem {
-            name: "spill".to_owned(),
-            status: check::CheckStatus::Ok,
-            detail: format!(
+    let (status, detail, fix) = match crate::pipeline::spill::probe(spill) {
+        Ok(()) if spill.max_bytes == 0 => (
+            check::CheckStatus::Ok,
+            "off (streaming.spill.maxBytes: 0): a full lane stops reading WAL".to_owned(),
+            None,
+        ),
+        Ok(()) => (
+            check::CheckStatus::Ok,
+            format!(
                 "spill files can be created in {}",
-                spill
-                    .directory
-                    .clone()
-                    .unwrap_or_else(std::env::temp_dir)
-                    .display()
+                spill.directory_path().display()
             ),
-            fix: None,
-        },
-        Err(e) => check::CheckItem {
-            name: "spill".to_owned(),
-            status: check::CheckStatus::Fail,
-            detail: e.to_string(),
-            fix: Some(
-                "set streaming.spill.directory to a directory the connector may write to, or streaming.spill.maxBytes: 0"
-                    .to_owned(),
-            ),
-        },
+            None,
+        ),
+        Err(e) => (
+            check::CheckStatus::Fail,
+            e.to_string(),
+            Some(crate::pipeline::spill::DIRECTORY_FIX.to_owned()),
+        ),
+    };
+    report.items.push(check::CheckItem {
+        name: "spill".to_owned(),
+        status,
+        detail,
+        fix,
     });
     println!("{}", report.render());
     Ok(if report.is_ready() {

@@ -9,6 +9,7 @@
 
 pub mod capture;
 pub mod kafka;
+pub mod load;
 pub mod pg;
 pub mod registry;
 pub mod scrape;

@@ -16,38 +16,12 @@
 
 use std::time::{Duration, Instant};
 
-use entity_cdc::cli::database_target;
-use entity_cdc::config::Config;
-use entity_cdc::pipeline::{self, PipelineError, RunSummary};
-use entity_cdc::source::{setup, sql, Lsn};
+use entity_cdc::source::Lsn;
+use entity_cdc_integration::load::{self, Running, Servers};
 use entity_cdc_integration::pg::{free_port, PgServerOptions};
 use entity_cdc_integration::scrape::Scrape;
 use entity_cdc_integration::{KafkaBroker, PgServer};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-const DDL: &str = "
-create table public.orders (id bigint primary key, tenant_id bigint not null, priority text);
-create table public.items (id bigint primary key, tenant_id bigint not null, label text);";
-
-const ENTITIES: &str = "
-  - name: Order
-    table: public.orders
-    tenantColumn: tenant_id
-    streaming:
-      topicPrefix: core.orders
-      topicPerEntity: true
-      eventPayloadMode: minimal
-      priorityField: priority
-  - name: Item
-    table: public.items
-    tenantColumn: tenant_id
-    streaming:
-      topicPrefix: core.items
-      topicPerEntity: true
-      eventPayloadMode: minimal
-      defaultPriority: BULK
-";
 
 const IMPORT_ROWS: u64 = 200_000;
 const BULK_CAPACITY: f64 = 15_000.0;
@@ -78,59 +52,24 @@ async fn throttled_bulk_import_keeps_lanes_bounded_and_critical_within_a_second(
     })
     .expect("starting postgres");
     let db = pg.create_database("app").expect("creating database app");
-    pg.psql_db(&db, DDL).expect("creating the tables");
+    pg.psql_db(&db, load::DDL).expect("creating the tables");
     let broker = KafkaBroker::start().expect("starting tansu");
     let metrics_port = free_port().expect("a free port");
-    let text = format!(
-        "source:
-  host: 127.0.0.1
-  port: {port}
-  database: {db}
-  user: postgres
-  sslmode: disable
-  slot: entity_cdc
-  publication: entity_cdc
-  statusIntervalMs: 1000
-kafka:
-  bootstrapServers: {kafka}
-  topics: {{ create: true, partitions: 1, replicationFactor: 1 }}
-  librdkafka:
-    linger.ms: \"5\"
-format: json
-telemetry:
-  listen: 127.0.0.1:{metrics_port}
-streaming:
-  spill: {{ maxBytes: 0 }}
-  lanes:
-    BULK: {{ capacity: {capacity}, maxBytes: {max_bytes}, maxEventsPerSecond: {BULK_RATE} }}
-entities:{ENTITIES}",
-        port = pg.port,
-        kafka = broker.bootstrap(),
-        capacity = BULK_CAPACITY as u64,
-        max_bytes = BULK_MAX_BYTES as u64,
+    let config = load::config(
+        &Servers {
+            pg: &pg,
+            db: &db,
+            bootstrap: broker.bootstrap(),
+            metrics_port,
+        },
+        &format!(
+            "  spill: {{ maxBytes: 0 }}\n  lanes:\n    BULK: {{ capacity: {}, maxBytes: {}, maxEventsPerSecond: {BULK_RATE} }}",
+            BULK_CAPACITY as u64,
+            BULK_MAX_BYTES as u64
+        ),
+        "minimal",
     );
-    let config = Config::from_yaml_str(&text, "test connector.yaml")
-        .unwrap_or_else(|e| panic!("config invalid: {e}\n{text}"));
-    let target = database_target(&config);
-    let mut client = sql::connect(&target.params).await.expect("connecting");
-    let plan = setup::plan(&client, &target).await.expect("setup plan");
-    setup::apply(&mut client, &plan).await.expect("setup apply");
-
-    let cancel = CancellationToken::new();
-    let token = cancel.clone();
-    let task: JoinHandle<Result<RunSummary, PipelineError>> =
-        tokio::spawn(async move { pipeline::run(&config, token).await });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sql_text(
-        &pg,
-        &db,
-        "select active from pg_replication_slots where slot_name = 'entity_cdc'",
-    ) != "t"
-    {
-        assert!(!task.is_finished(), "the pipeline stopped at start");
-        assert!(Instant::now() < deadline, "the pipeline did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let Running { cancel, task } = load::start(config, &pg, &db).await;
 
     // Samples the BULK lane's depth and bytes every 100 ms until stopped; also how long
     // the lane stayed full (the source waiting for room, not reading WAL).

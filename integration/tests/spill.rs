@@ -13,37 +13,11 @@
 use std::time::{Duration, Instant};
 
 use entity_cdc::cli::database_target;
-use entity_cdc::config::Config;
-use entity_cdc::pipeline::{self, PipelineError, RunSummary};
-use entity_cdc::source::{setup, sql, Lsn};
+use entity_cdc::source::{sql, Lsn};
+use entity_cdc_integration::load::{self, Running, Servers};
 use entity_cdc_integration::pg::free_port;
 use entity_cdc_integration::scrape::Scrape;
 use entity_cdc_integration::{KafkaBroker, PgServer};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-const DDL: &str = "
-create table public.orders (id bigint primary key, tenant_id bigint not null, priority text);
-create table public.items (id bigint primary key, tenant_id bigint not null, label text);";
-
-const ENTITIES: &str = "
-  - name: Order
-    table: public.orders
-    tenantColumn: tenant_id
-    streaming:
-      topicPrefix: core.orders
-      topicPerEntity: true
-      eventPayloadMode: minimal
-      priorityField: priority
-  - name: Item
-    table: public.items
-    tenantColumn: tenant_id
-    streaming:
-      topicPrefix: core.items
-      topicPerEntity: true
-      eventPayloadMode: diff
-      defaultPriority: BULK
-";
 
 // Sized for a debug build on a shared two-core machine, where the connector reads a few
 // thousand changes a second: the import must not outrun the source, which no spill can
@@ -73,62 +47,28 @@ async fn critical_events_committed_during_a_bulk_import_reach_kafka_within_a_sec
     let started = Instant::now();
     let pg = PgServer::start().expect("starting postgres");
     let db = pg.create_database("app").expect("creating database app");
-    pg.psql_db(&db, DDL).expect("creating the tables");
+    pg.psql_db(&db, load::DDL).expect("creating the tables");
     let broker = KafkaBroker::start().expect("starting tansu");
     let metrics_port = free_port().expect("a free port");
     let spill_dir = tempfile::tempdir().expect("a spill directory");
-    let text = format!(
-        "source:
-  host: 127.0.0.1
-  port: {port}
-  database: {db}
-  user: postgres
-  sslmode: disable
-  slot: entity_cdc
-  publication: entity_cdc
-  statusIntervalMs: 1000
-kafka:
-  bootstrapServers: {kafka}
-  topics: {{ create: true, partitions: 1, replicationFactor: 1 }}
-  librdkafka:
-    linger.ms: \"5\"
-format: json
-telemetry:
-  listen: 127.0.0.1:{metrics_port}
-streaming:
-  spill: {{ directory: {spill} }}
-  lanes:
-    BULK: {{ capacity: {capacity}, maxEventsPerSecond: {BULK_RATE} }}
-entities:{ENTITIES}",
-        port = pg.port,
-        kafka = broker.bootstrap(),
-        capacity = BULK_CAPACITY as u64,
-        spill = spill_dir.path().display(),
+    let config = load::config(
+        &Servers {
+            pg: &pg,
+            db: &db,
+            bootstrap: broker.bootstrap(),
+            metrics_port,
+        },
+        &format!(
+            "  spill: {{ directory: {} }}\n  lanes:\n    BULK: {{ capacity: {}, maxEventsPerSecond: {BULK_RATE} }}",
+            spill_dir.path().display(),
+            BULK_CAPACITY as u64
+        ),
+        "diff",
     );
-    let config = Config::from_yaml_str(&text, "test connector.yaml")
-        .unwrap_or_else(|e| panic!("config invalid: {e}\n{text}"));
     let target = database_target(&config);
-    let mut client = sql::connect(&target.params).await.expect("connecting");
-    let plan = setup::plan(&client, &target).await.expect("setup plan");
-    setup::apply(&mut client, &plan).await.expect("setup apply");
+    let Running { cancel, task } = load::start(config, &pg, &db).await;
 
-    let cancel = CancellationToken::new();
-    let token = cancel.clone();
-    let task: JoinHandle<Result<RunSummary, PipelineError>> =
-        tokio::spawn(async move { pipeline::run(&config, token).await });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sql_text(
-        &pg,
-        &db,
-        "select active from pg_replication_slots where slot_name = 'entity_cdc'",
-    ) != "t"
-    {
-        assert!(!task.is_finished(), "the pipeline stopped at start");
-        assert!(Instant::now() < deadline, "the pipeline did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    // The import, on its own connection: transactions of 1,000 rows, paced a little so that it
+    // The import, on its own connection: transactions of 500 rows, paced a little so that it
     // lasts a few seconds, as an application's import does.
     let import = {
         let importer = sql::connect(&target.params).await.expect("connecting");

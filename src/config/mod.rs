@@ -384,6 +384,12 @@ pub struct SpillConfig {
 }
 
 impl SpillConfig {
+    /// Where the spill's files go: the configured directory, else the system's temporary
+    /// directory.
+    pub fn directory_path(&self) -> std::path::PathBuf {
+        self.directory.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
     /// 1 GiB: a few million typical events, far more than a lane holds in memory.
     const fn default_max_bytes() -> u64 {
         1024 * 1024 * 1024

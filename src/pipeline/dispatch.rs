@@ -74,7 +74,7 @@ impl Queue {
 /// an await.
 pub(super) struct SharedLanes {
     /// The lanes themselves, and their spill.
-    lanes: Mutex<Queue>,
+    queue: Mutex<Queue>,
     /// Woken when there may be something new to dispatch (a push, a retry, a release).
     work: Notify,
     /// Woken when an event left a lane: the source loop, waiting for room, looks again.
@@ -96,7 +96,7 @@ impl SharedLanes {
         failure: CancellationToken,
     ) -> Arc<SharedLanes> {
         Arc::new(SharedLanes {
-            lanes: Mutex::new(Queue {
+            queue: Mutex::new(Queue {
                 lanes: Lanes::new(config, scheduling, Instant::now()),
                 spill: Spill::new(&config.spill),
             }),
@@ -110,13 +110,12 @@ impl SharedLanes {
 
     /// Runs `f` on the lanes under the lock.
     fn with<T>(&self, f: impl FnOnce(&mut Lanes<Outgoing>) -> T) -> T {
-        let mut queue = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut queue.lanes)
+        self.with_queue(|queue| f(&mut queue.lanes))
     }
 
     /// Runs `f` on the lanes and the spill under the lock.
     fn with_queue<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> T {
-        let mut queue = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut queue)
     }
 

@@ -140,9 +140,9 @@ impl PipelineError {
             PipelineError::Sink(e) | PipelineError::Delivery { source: e, .. } => {
                 e.hint().map(str::to_owned)
             }
-            PipelineError::Spill(spill::SpillError::Directory { .. }) => Some(
-                "set streaming.spill.directory to a directory the connector may write to, or streaming.spill.maxBytes: 0 to turn the spill off".to_owned(),
-            ),
+            PipelineError::Spill(spill::SpillError::Directory { .. }) => {
+                Some(spill::DIRECTORY_FIX.to_owned())
+            }
             PipelineError::Spill(_) => Some(
                 "check the disk of streaming.spill.directory; the spilled events are read again from the slot at the next start".to_owned(),
             ),

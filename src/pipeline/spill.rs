@@ -128,6 +128,8 @@ pub(super) struct Spill {
     segment_bytes: u64,
     /// [`WRITE_CHUNK`]; smaller in tests.
     write_chunk: usize,
+    /// The entry being written, reused from event to event.
+    scratch: Vec<u8>,
 }
 
 /// An entry read from the head.
@@ -196,6 +198,9 @@ impl Segment {
     }
 }
 
+/// What to do when [`probe`] fails.
+pub const DIRECTORY_FIX: &str = "set streaming.spill.directory to a directory the connector may write to, or streaming.spill.maxBytes: 0";
+
 /// Checks at start that a spill file can be created where `config` puts the spill (unless
 /// the spill is off), so that a wrong directory is an error naming it, not a warning at the
 /// first overflow of a busy day.
@@ -203,7 +208,7 @@ pub fn probe(config: &SpillConfig) -> Result<(), SpillError> {
     if config.max_bytes == 0 {
         return Ok(());
     }
-    let directory = config.directory.clone().unwrap_or_else(std::env::temp_dir);
+    let directory = config.directory_path();
     tempfile::tempfile_in(&directory)
         .map(drop)
         .map_err(|source| SpillError::Directory {
@@ -216,7 +221,7 @@ impl Spill {
     /// The spill `config` describes; no file is created until an event is spilled.
     pub fn new(config: &SpillConfig) -> Spill {
         Spill {
-            directory: config.directory.clone().unwrap_or_else(std::env::temp_dir),
+            directory: config.directory_path(),
             max_bytes: config.max_bytes,
             segments: VecDeque::new(),
             live: 0,
@@ -229,6 +234,7 @@ impl Spill {
             write_retry: WRITE_RETRY,
             segment_bytes: SEGMENT_BYTES,
             write_chunk: WRITE_CHUNK,
+            scratch: Vec::new(),
         }
     }
 
@@ -274,16 +280,22 @@ impl Spill {
             self.write_failed = None;
         }
         let tag = outgoing.tag.as_ref().map(|t| self.tags.index(t, priority));
-        let entry = encode(priority, overflow, tag, &outgoing);
+        let mut entry = std::mem::take(&mut self.scratch);
+        encode(priority, overflow, tag, &outgoing, &mut entry);
         let len = entry.len() as u64;
-        if self.live + len > self.max_bytes && self.entries > 0 {
-            return Some(outgoing);
-        }
-        if let Err(e) = self.append(&entry) {
-            tracing::warn!(directory = %self.directory.display(), error = %e,
-                "cannot write to the spill; the source waits for room in the lanes, and the spill is tried again once it is empty (at most every 10 s)");
-            self.write_failed = Some(Instant::now());
-            return Some(outgoing);
+        let appended = if self.live + len > self.max_bytes && self.entries > 0 {
+            None
+        } else {
+            Some(self.append(&entry))
+        };
+        self.scratch = entry;
+        match appended {
+            None => return Some(outgoing),
+            Some(Err(e)) => {
+                self.write_failure(&e);
+                return Some(outgoing);
+            }
+            Some(Ok(())) => {}
         }
         self.live += len;
         self.entries += 1;
@@ -325,12 +337,18 @@ impl Spill {
             if let Err(e) = tail.flush() {
                 // The entry stays readable from the pending buffer; nothing is lost, and no
                 // more is taken.
-                self.write_failed = Some(Instant::now());
-                tracing::warn!(directory = %self.directory.display(), error = %e,
-                    "cannot write to the spill; the source waits for room in the lanes, and the spill is tried again once it is empty (at most every 10 s)");
+                self.write_failure(&e);
             }
         }
         Ok(())
+    }
+
+    /// A write failed: the spill takes nothing more until it is empty and [`WRITE_RETRY`]
+    /// has passed.
+    fn write_failure(&mut self, error: &io::Error) {
+        tracing::warn!(directory = %self.directory.display(), error = %error,
+            "cannot write to the spill; the source waits for room in the lanes, and the spill is tried again once it is empty (at most every 10 s)");
+        self.write_failed = Some(Instant::now());
     }
 
     /// The head's priority and size in its lane, decoding it if needed.
@@ -384,48 +402,40 @@ impl Spill {
     }
 
     fn read_head(&mut self) -> Result<Decoded, SpillError> {
-        let directory = self.directory.display().to_string();
+        // The directory is named only in an error: not formatted for every event.
+        let directory = &self.directory;
+        let corrupt = |offset, reason| SpillError::Corrupt {
+            directory: directory.display().to_string(),
+            offset,
+            reason,
+        };
         let segment = loop {
             let Some(front) = self.segments.front() else {
-                return Err(SpillError::Corrupt {
-                    directory,
-                    offset: 0,
-                    reason: "entries are counted but no segment holds them",
-                });
+                return Err(corrupt(0, "entries are counted but no segment holds them"));
             };
             if front.read < front.len() {
-                break self.segments.front_mut().ok_or(SpillError::Corrupt {
-                    directory: directory.clone(),
-                    offset: 0,
-                    reason: "no segment",
-                })?;
+                break self
+                    .segments
+                    .front_mut()
+                    .ok_or_else(|| corrupt(0, "no segment"))?;
             }
             self.segments.pop_front();
         };
         let offset = segment.read;
         let read_error = |source| SpillError::Read {
-            directory: directory.clone(),
+            directory: directory.display().to_string(),
             offset,
             source,
         };
         let header = segment.bytes_at(offset, 4).map_err(read_error)?;
-        let body_len =
-            header
-                .try_into()
-                .map(u32::from_le_bytes)
-                .map_err(|_| SpillError::Corrupt {
-                    directory: directory.clone(),
-                    offset,
-                    reason: "short length",
-                })?;
+        let body_len = header
+            .try_into()
+            .map(u32::from_le_bytes)
+            .map_err(|_| corrupt(offset, "short length"))?;
         let body_len = usize::try_from(body_len).unwrap_or(usize::MAX);
         let body = segment.bytes_at(offset + 4, body_len).map_err(read_error)?;
         let (priority, overflow, outgoing) =
-            decode(body, &self.tags).map_err(|reason| SpillError::Corrupt {
-                directory: directory.clone(),
-                offset,
-                reason,
-            })?;
+            decode(body, &self.tags).map_err(|reason| corrupt(offset, reason))?;
         Ok(Decoded {
             priority,
             overflow,
@@ -435,51 +445,57 @@ impl Spill {
     }
 }
 
-/// The entry of one event: a length, then the body.
+/// Writes the entry of one event into `entry` (cleared first): a length, then the entry.
 fn encode(
     priority: Priority,
     overflow: bool,
     tag: Option<(u32, i64)>,
     outgoing: &Outgoing,
-) -> Vec<u8> {
+    entry: &mut Vec<u8>,
+) {
     let record = &outgoing.record;
-    let mut body = Vec::with_capacity(record.size() + 64);
-    body.push(crate::lanes::index(priority) as u8);
-    body.push(u8::from(overflow));
+    entry.clear();
+    entry.extend_from_slice(&[0; 4]);
+    entry.push(crate::lanes::index(priority) as u8);
+    entry.push(u8::from(overflow));
     match tag {
         Some((index, commit_ts)) => {
-            body.push(1);
-            body.extend_from_slice(&index.to_le_bytes());
-            body.extend_from_slice(&commit_ts.to_le_bytes());
+            entry.push(1);
+            entry.extend_from_slice(&index.to_le_bytes());
+            entry.extend_from_slice(&commit_ts.to_le_bytes());
         }
-        None => body.push(0),
+        None => entry.push(0),
     }
-    body.extend_from_slice(&record.position.commit_lsn.0.to_le_bytes());
-    body.extend_from_slice(&record.position.index.to_le_bytes());
-    put_bytes(&mut body, record.topic.as_bytes());
+    entry.extend_from_slice(&record.position.commit_lsn.0.to_le_bytes());
+    entry.extend_from_slice(&record.position.index.to_le_bytes());
+    put_bytes(entry, record.topic.as_bytes());
     match &record.key {
         Some(key) => {
-            body.push(1);
-            put_bytes(&mut body, key);
+            entry.push(1);
+            put_bytes(entry, key);
         }
-        None => body.push(0),
+        None => entry.push(0),
     }
-    put_len(&mut body, record.headers.len());
+    put_len(entry, record.headers.len());
     for (name, value) in &record.headers {
-        put_bytes(&mut body, name.as_bytes());
-        put_bytes(&mut body, value);
+        put_bytes(entry, name.as_bytes());
+        put_bytes(entry, value);
     }
-    put_bytes(&mut body, &record.payload);
-    let mut entry = Vec::with_capacity(body.len() + 4);
-    put_len(&mut entry, body.len());
-    entry.extend_from_slice(&body);
-    entry
+    put_bytes(entry, &record.payload);
+    let body_len = length_bytes(entry.len() - 4);
+    if let Some(prefix) = entry.get_mut(..4) {
+        prefix.copy_from_slice(&body_len);
+    }
+}
+
+fn length_bytes(len: usize) -> [u8; 4] {
+    // Records are far below 4 GiB (Kafka refuses them long before); saturating keeps the
+    // entry parseable, and the decoder then reports it as corrupt.
+    u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes()
 }
 
 fn put_len(out: &mut Vec<u8>, len: usize) {
-    // Records are far below 4 GiB (Kafka refuses them long before); saturating keeps the
-    // entry parseable, and the decoder then reports it as corrupt.
-    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&length_bytes(len));
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -862,7 +878,15 @@ mod tests {
             .expect("off");
         assert_eq!(back.record.position.index, 4);
 
-        let one = encode(Priority::Bulk, true, None, &record(1, Some("k"))).len() as u64;
+        let mut entry = Vec::new();
+        encode(
+            Priority::Bulk,
+            true,
+            None,
+            &record(1, Some("k")),
+            &mut entry,
+        );
+        let one = entry.len() as u64;
         let mut spill = small(dir.path(), one + 10);
         assert!(spill
             .push(Priority::Bulk, 3, true, record(1, Some("k")))
