@@ -103,10 +103,16 @@ async fn critical_events_committed_during_a_bulk_import_reach_kafka_within_a_sec
     loop {
         id += 1;
         let at = Instant::now();
+        // Committed synchronously: with the test server's `synchronous_commit=off` the
+        // commit would reach the walsender only at the WAL writer's next flush (up to
+        // 200 ms later), a delay of the server's that the 1 s budget should not carry.
         sql_text(
             &pg,
             &db,
-            &format!("insert into public.orders values ({id}, 1, 'critical')"),
+            &format!(
+                "begin; set local synchronous_commit = on; \
+                 insert into public.orders values ({id}, 1, 'critical'); commit;"
+            ),
         );
         let scrape = Scrape::take(metrics_port).await;
         max_spilled = max_spilled.max(scrape.spilled());
